@@ -1,0 +1,30 @@
+"""probekit: how good is an embedding space?
+
+A dual probe (a linear probe for global linear separability and a kNN probe over many k for
+local cluster structure) with confidence intervals, in one report.
+
+>>> import probekit
+>>> report = probekit.dual_probe(X, y)                        # doctest: +SKIP
+>>> print(report.to_markdown())                               # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+from probekit.data import load_embeddings, load_labels  # noqa: E402
+from probekit.dual import dual_probe  # noqa: E402
+from probekit.errors import InputError  # noqa: E402
+from probekit.knn import KNNResult, knn_probe  # noqa: E402
+from probekit.linear import LinearResult, linear_probe  # noqa: E402
+from probekit.report import Report  # noqa: E402
+
+__all__ = [
+    "InputError",
+    "KNNResult",
+    "LinearResult",
+    "Report",
+    "dual_probe",
+    "knn_probe",
+    "linear_probe",
+    "load_embeddings",
+    "load_labels",
+]

@@ -1,0 +1,347 @@
+"""Loading, validation and label encoding: the door every input walks through.
+
+Only this module reads user files. Arrays are never unpickled: ``.npy``/``.npz`` are read with
+``allow_pickle=False`` (``.npy`` memory-mapped, so inputs larger than RAM work), text and
+tables through pandas. Every check raises :class:`~probekit.errors.InputError` with one line that
+names the problem.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from probekit.errors import InputError
+
+EMBEDDING_SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".parquet")
+LABEL_SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".txt", ".parquet")
+_EMBEDDING_KEYS = ("embeddings", "embedding", "features", "X", "x")
+_LABEL_KEYS = ("labels", "label", "y", "targets", "target")
+_CHUNK_ELEMENTS = 1 << 24  # 64 MiB of float32 per chunk when streaming over rows
+_INT_PATTERN = re.compile(r"^[+-]?\d+$")
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+def load_embeddings(path: str | Path, *, key: str | None = None) -> np.ndarray:
+    """Read an N x D embedding matrix from ``.npy`` (memory-mapped), ``.npz``, ``.csv``/``.tsv``
+    or ``.parquet`` and validate it with :func:`check_embeddings`.
+
+    Parameters
+    ----------
+    path : path to the file.
+    key : name of the array inside an ``.npz`` holding several (else the only array, or the one
+        called ``embeddings``/``features``/``X``).
+    """
+    path = _existing_file(path, EMBEDDING_SUFFIXES, "embeddings")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        array = _load_npy(path)
+    elif suffix == ".npz":
+        array = _load_npz(path, key, _EMBEDDING_KEYS, "embeddings")
+    else:
+        frame = _read_table(path, header_detect=True)
+        array = _frame_to_matrix(frame, path)
+    return check_embeddings(array, name=path.name)
+
+
+def load_labels(
+    path: str | Path, *, key: str | None = None, column: str | None = None
+) -> np.ndarray:
+    """Read one label per sample: ``.npy``/``.npz`` (ints or strings, never objects), ``.txt``
+    (one label per line), ``.csv``/``.tsv``/``.parquet`` (a header row; the only column, the one
+    named ``column``, or one called ``label``/``labels``/``y``).
+
+    Text labels that are all integers become ``int64``; anything else stays a string.
+    """
+    path = _existing_file(path, LABEL_SUFFIXES, "labels")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        labels = np.asarray(_load_npy(path))
+    elif suffix == ".npz":
+        labels = _load_npz(path, key, _LABEL_KEYS, "labels")
+    elif suffix == ".txt":
+        labels = _text_labels(_read_table(path, header_detect=False).iloc[:, 0])
+    else:
+        frame = _read_table(path, header_detect=False, header=0)
+        labels = _text_labels(frame[_pick_column(frame, column, path)])
+    return check_labels(labels, name=path.name)
+
+
+def _existing_file(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} file not found: {path}")
+    if not path.is_file():
+        raise InputError(f"{what} path is not a file: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{what} file is empty: {path}")
+    if path.suffix.lower() not in suffixes:
+        raise InputError(
+            f"cannot read {what} from '{path.name}': expected one of {', '.join(suffixes)}"
+        )
+    return path
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:
+        if "pickle" in str(error) or "Python objects" in str(error) or "object" in str(error):
+            raise InputError(
+                f"{path.name} holds pickled Python objects; probekit never unpickles files. "
+                "Save a numeric or string array with np.save(..., allow_pickle=False)"
+            ) from None
+        raise InputError(f"cannot read {path.name}: {error}") from None
+    except (OSError, EOFError) as error:
+        raise InputError(f"cannot read {path.name} as .npy: {error}") from None
+
+
+def _load_npz(path: Path, key: str | None, preferred: tuple[str, ...], what: str) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.files)
+            if not names:
+                raise InputError(f"{path.name} holds no arrays")
+            if key is not None:
+                if key not in names:
+                    raise InputError(f"{path.name} has no array '{key}' (it has: {', '.join(names)})")
+                chosen = key
+            elif len(names) == 1:
+                chosen = names[0]
+            else:
+                matches = [name for name in preferred if name in names]
+                if not matches:
+                    raise InputError(
+                        f"{path.name} holds several arrays ({', '.join(names)}); "
+                        f"say which {what} to use with --key"
+                    )
+                chosen = matches[0]
+            return archive[chosen]
+    except ValueError as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(
+            f"{path.name} holds pickled Python objects; probekit never unpickles files"
+        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise InputError(f"cannot read {path.name} as .npz: {error}") from None
+
+
+def _read_table(path: Path, *, header_detect: bool, header: int | None = None):
+    import pandas as pd
+
+    separator = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        if path.suffix.lower() == ".parquet":
+            try:
+                return pd.read_parquet(path)
+            except ImportError:
+                raise InputError(
+                    "reading .parquet needs pyarrow: pip install 'probekit[parquet]'"
+                ) from None
+        if path.suffix.lower() == ".txt":
+            return pd.read_csv(path, header=None, dtype=str, keep_default_na=False,
+                               sep="\x1f", engine="python", skip_blank_lines=True)
+        frame = pd.read_csv(path, header=header, sep=separator,
+                            dtype=str if header is not None else None)
+        if header_detect and not _all_numeric(frame.iloc[:1]):
+            frame = pd.read_csv(path, header=0, sep=separator)
+        return frame
+    except InputError:
+        raise
+    except Exception as error:  # pandas raises many types for malformed files
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"cannot read {path.name}: {message}") from None
+
+
+def _all_numeric(frame) -> bool:
+    import pandas as pd
+
+    return all(pd.api.types.is_numeric_dtype(dtype) for dtype in frame.dtypes)
+
+
+def _frame_to_matrix(frame, path: Path) -> np.ndarray:
+    import pandas as pd
+
+    if frame.shape[1] == 1 and frame.dtypes.iloc[0] == object:
+        first = frame.iloc[0, 0]
+        if isinstance(first, (list, tuple, np.ndarray)):  # parquet list column
+            try:
+                return np.stack([np.asarray(row, dtype=np.float64) for row in frame.iloc[:, 0]])
+            except ValueError:
+                raise InputError(f"{path.name}: embedding rows have different lengths") from None
+    bad = [str(name) for name, dtype in frame.dtypes.items()
+           if not pd.api.types.is_numeric_dtype(dtype)]
+    if bad:
+        raise InputError(
+            f"{path.name}: embedding columns must be numeric; not numeric: {', '.join(bad[:5])}"
+        )
+    return frame.to_numpy()
+
+
+def _pick_column(frame, column: str | None, path: Path) -> str:
+    names = [str(name) for name in frame.columns]
+    if column is not None:
+        if column not in names:
+            raise InputError(f"{path.name} has no column '{column}' (it has: {', '.join(names)})")
+        return column
+    if len(names) == 1:
+        return names[0]
+    for name in _LABEL_KEYS:
+        if name in names:
+            return name
+    raise InputError(
+        f"{path.name} has several columns ({', '.join(names)}); "
+        "say which holds the labels with --label-column"
+    )
+
+
+def _text_labels(series) -> np.ndarray:
+    values = np.asarray(series.astype(str).str.strip().to_numpy(), dtype=str)
+    if values.size and all(_INT_PATTERN.match(value) for value in values):
+        return values.astype(np.int64)
+    return values
+
+
+# --------------------------------------------------------------------------------------------
+# arrays
+
+
+def check_embeddings(X, *, name: str = "embeddings") -> np.ndarray:
+    """Validate an embedding matrix and return it as a 2-D numeric array (no copy for numeric
+    arrays and memory maps).
+
+    Raises :class:`InputError` for non-numeric or object arrays, anything but 2 dimensions, an
+    empty matrix, and NaN or infinite values (naming how many rows hold them).
+    """
+    if isinstance(X, np.ndarray):
+        array = X
+    else:
+        try:
+            array = np.asarray(X)
+        except (ValueError, TypeError) as error:
+            raise InputError(f"{name}: cannot make an array of it ({error})") from None
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    ):
+        raise InputError(f"{name}: embeddings must be real numbers, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise InputError(
+            f"{name}: embeddings must be a 2-D matrix (samples x dimensions), "
+            f"got {array.ndim}-D shape {array.shape}"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"{name}: embedding matrix is empty, shape {array.shape}")
+    if np.issubdtype(array.dtype, np.floating):
+        bad_rows = count_nonfinite_rows(array)
+        if bad_rows:
+            raise InputError(
+                f"{name}: {bad_rows} of {array.shape[0]} rows hold NaN or infinite values"
+            )
+    return array
+
+
+def count_nonfinite_rows(X: np.ndarray) -> int:
+    """Number of rows of ``X`` with at least one NaN or infinity, streamed over row chunks."""
+    total = 0
+    for start, stop in row_chunks(X.shape[0], X.shape[1]):
+        total += int(np.count_nonzero(~np.isfinite(X[start:stop]).all(axis=1)))
+    return total
+
+
+def row_chunks(n_rows: int, n_cols: int, max_elements: int = _CHUNK_ELEMENTS):
+    """Yield ``(start, stop)`` row ranges whose blocks hold at most ``max_elements`` values."""
+    step = max(1, max_elements // max(1, n_cols))
+    for start in range(0, n_rows, step):
+        yield start, min(n_rows, start + step)
+
+
+def to_float32(X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """A C-contiguous float32 copy of ``X`` (or of ``X[rows]``), built chunk by chunk so a
+    memory-mapped float64 input never needs a float64 copy in RAM."""
+    n_rows = X.shape[0] if rows is None else len(rows)
+    out = np.empty((n_rows, X.shape[1]), dtype=np.float32)
+    for start, stop in row_chunks(n_rows, X.shape[1]):
+        block = X[start:stop] if rows is None else X[rows[start:stop]]
+        out[start:stop] = block
+    return out
+
+
+def check_labels(y, *, name: str = "labels") -> np.ndarray:
+    """Validate a label vector: 1-D (an N x 1 column is flattened), integers or strings, no NaN.
+
+    Object arrays from Python lists or pandas are accepted when every element is a string or
+    every element is an integer.
+    """
+    array = np.asarray(y)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise InputError(f"{name}: labels must be 1-D (one label per sample), got shape {array.shape}")
+    if array.size == 0:
+        raise InputError(f"{name}: label vector is empty")
+    if array.dtype == object:
+        if all(isinstance(value, str) for value in array):
+            array = array.astype(str)
+        elif all(isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                 for value in array):
+            array = array.astype(np.int64)
+        else:
+            raise InputError(f"{name}: labels must all be strings or all be integers")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InputError(
+                f"{name}: {int(np.count_nonzero(~np.isfinite(array)))} labels are NaN or infinite"
+            )
+    elif not (np.issubdtype(array.dtype, np.integer) or array.dtype.kind in "USb"):
+        raise InputError(f"{name}: labels must be integers or strings, got dtype {array.dtype}")
+    return array
+
+
+@dataclass(frozen=True)
+class LabelEncoding:
+    """Labels as integer codes.
+
+    ``classes[:n_train_classes]`` are the sorted classes seen in training (the only ones a probe
+    can predict); classes that occur only in the test labels follow them, sorted.
+    """
+
+    train: np.ndarray
+    test: np.ndarray | None
+    classes: np.ndarray
+    n_train_classes: int
+
+    @property
+    def class_names(self) -> list:
+        """Classes as plain Python values (``int`` or ``str``), ready for JSON."""
+        return [value.item() if hasattr(value, "item") else value for value in self.classes]
+
+
+def encode_labels(y_train: np.ndarray, y_test: np.ndarray | None = None) -> LabelEncoding:
+    """Map labels to codes ``0..C-1``, train classes first (see :class:`LabelEncoding`)."""
+    train_classes, train_codes = np.unique(y_train, return_inverse=True)
+    if y_test is None:
+        return LabelEncoding(train_codes.astype(np.int64), None, train_classes, len(train_classes))
+    if _label_kind(y_train) != _label_kind(y_test):
+        raise InputError(
+            f"train labels are {_label_kind(y_train)}s but test labels are {_label_kind(y_test)}s"
+        )
+    test_only = np.setdiff1d(np.unique(y_test), train_classes)
+    classes = np.concatenate([train_classes, test_only]) if test_only.size else train_classes
+    order = np.argsort(classes, kind="stable")
+    positions = np.searchsorted(classes[order], y_test)
+    test_codes = order[positions]
+    return LabelEncoding(
+        train_codes.astype(np.int64), test_codes.astype(np.int64), classes, len(train_classes)
+    )
+
+
+def _label_kind(y: np.ndarray) -> str:
+    return "string" if y.dtype.kind in "US" else "number"

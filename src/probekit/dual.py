@@ -1,0 +1,312 @@
+"""``dual_probe``: the linear probe and the kNN probe on one split, read together.
+
+Thin orchestration over :mod:`probekit.knn`, :mod:`probekit.linear`, :mod:`probekit.splits` and
+:mod:`probekit.metrics`: validate once at the door, encode the labels, make the split, run both
+probes on the same train/test sets, bootstrap all accuracies with the same resamples, and
+assemble a :class:`~probekit.report.Report`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from probekit import __version__
+from probekit.data import check_embeddings, check_labels, encode_labels
+from probekit.errors import InputError
+from probekit.knn import (
+    DEFAULT_K,
+    DEFAULT_TEMPERATURE,
+    VOTES,
+    KNNPredictions,
+    best_setting,
+    correctness_columns,
+    knn_predict,
+    resolve_k,
+    score_knn,
+)
+from probekit.linear import (
+    DEFAULT_C_GRID,
+    DEFAULT_MAX_ITER,
+    DEFAULT_TOL,
+    DEFAULT_VAL_SIZE,
+    LinearPredictions,
+    linear_predict,
+)
+from probekit.metrics import bootstrap_ci, classification_scores
+from probekit.neighbors import check_metric, prepare_vectors
+from probekit.report import SCORE_KEYS, Report
+from probekit.splits import check_class_sizes, stratified_holdout, stratified_kfold
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One train/test evaluation: rows of X for training, rows of ``test_source`` for testing."""
+
+    train_rows: np.ndarray | None
+    test_source: np.ndarray
+    test_rows: np.ndarray | None
+    train_codes: np.ndarray
+    test_codes: np.ndarray
+
+
+def dual_probe(
+    X,
+    y,
+    *,
+    X_test=None,
+    y_test=None,
+    k: Iterable[int] = DEFAULT_K,
+    metric: str = "cosine",
+    temperature: float = DEFAULT_TEMPERATURE,
+    loo: bool = False,
+    C: Iterable[float] = DEFAULT_C_GRID,
+    val_size: float = DEFAULT_VAL_SIZE,
+    test_size: float = 0.2,
+    folds: int | None = None,
+    seed: int = 0,
+    backend: str = "auto",
+    n_bootstrap: int = 1000,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
+    progress: Progress | None = None,
+) -> Report:
+    """Linear and kNN probes of an embedding space, on the same split, in one report.
+
+    Parameters
+    ----------
+    X : (N, D) embeddings (array or memory map); y : (N,) labels, ints or strings.
+    X_test, y_test : a given test split (the paper's setting). Without it, a stratified holdout
+        of ``test_size`` is made, or stratified k-fold with ``folds``.
+    k : k values of the kNN probe (those above the training size are dropped with a warning).
+    metric : ``"cosine"`` (default), ``"euclidean"`` or ``"ip"`` for the kNN probe.
+    temperature : T of the weighted vote ``exp(s / T)``.
+    loo : the kNN probe classifies every one of the N samples by all the others (leave-one-out)
+        instead of using the split; the linear probe still uses the holdout split.
+    C : grid of inverse regularisation strengths of the linear probe.
+    val_size : fraction of train held out (stratified) to choose C.
+    test_size : test fraction of the holdout split.
+    folds : number of stratified folds (mean ± std across folds; CI over pooled predictions).
+    seed : seeds the split, the validation split and the bootstrap.
+    backend : neighbour-search backend (see :mod:`probekit.neighbors`).
+    n_bootstrap : bootstrap resamples of every accuracy CI.
+    max_iter, tol : L-BFGS limits of each logistic-regression fit.
+    progress : called as ``progress(stage, done, total)`` during long steps.
+
+    Returns
+    -------
+    Report
+    """
+    started = time.perf_counter()
+    X = check_embeddings(X, name="embeddings")
+    y = check_labels(y, name="labels")
+    if X.shape[0] != y.shape[0]:
+        raise InputError(f"embeddings have {X.shape[0]} rows but labels have {y.shape[0]}")
+    check_metric(metric)
+    if (X_test is None) != (y_test is None):
+        raise InputError("pass both X_test and y_test, or neither")
+    if X_test is not None:
+        if loo:
+            raise InputError("leave-one-out evaluates one set: do not combine it with a test set")
+        if folds:
+            raise InputError("k-fold makes its own splits: do not combine it with a test set")
+        X_test = check_embeddings(X_test, name="test embeddings")
+        y_test = check_labels(y_test, name="test labels")
+        if X_test.shape[0] != y_test.shape[0]:
+            raise InputError(f"test embeddings have {X_test.shape[0]} rows but test labels "
+                             f"have {y_test.shape[0]}")
+        if X_test.shape[1] != X.shape[1]:
+            raise InputError(f"train embeddings have {X.shape[1]} dimensions but test "
+                             f"embeddings have {X_test.shape[1]}")
+    if loo and folds:
+        raise InputError("choose leave-one-out or k-fold, not both")
+
+    encoding = encode_labels(y, y_test)
+    names = encoding.class_names
+    if encoding.n_train_classes < 2:
+        raise InputError(f"the labels hold a single class ('{names[0]}'); a probe needs two")
+    units, protocol = _make_units(X, X_test, encoding, folds=folds, test_size=test_size,
+                                  seed=seed)
+    notes: list[str] = []
+    smallest_train = min(X.shape[0] if u.train_rows is None else len(u.train_rows) for u in units)
+    ks, k_notes = resolve_k(k, X.shape[0] - 1 if loo else smallest_train)
+    notes += k_notes
+    n_classes = len(encoding.classes)
+    if encoding.test is not None and n_classes > encoding.n_train_classes:
+        unseen = names[encoding.n_train_classes:]
+        count = int(np.count_nonzero(encoding.test >= encoding.n_train_classes))
+        notes.append(f"{len(unseen)} test class(es) never occur in training "
+                     f"({', '.join(map(str, unseen[:5]))}); their {count} samples count as errors")
+
+    def report_stage(stage: str, fold: int):
+        if progress is None:
+            return None
+        label = stage if len(units) == 1 else f"{stage} (fold {fold + 1}/{len(units)})"
+        return lambda done, total: progress(label, done, total)
+
+    knn_time = linear_time = 0.0
+    knn_runs: list[tuple[KNNPredictions, np.ndarray]] = []
+    linear_runs: list[tuple[LinearPredictions, np.ndarray]] = []
+    if loo:
+        tick = time.perf_counter()
+        vectors = prepare_vectors(X, metric=metric)
+        knn_runs.append((knn_predict(
+            vectors, encoding.train, None, n_classes=n_classes, k=ks, metric=metric,
+            temperature=temperature, query_codes=encoding.train, backend=backend,
+            progress=report_stage("kNN search (leave-one-out)", 0)), encoding.train))
+        del vectors
+        knn_time += time.perf_counter() - tick
+    for fold, unit in enumerate(units):
+        if not loo:
+            tick = time.perf_counter()
+            train = prepare_vectors(X, unit.train_rows, metric=metric)
+            test = prepare_vectors(unit.test_source, unit.test_rows, metric=metric)
+            knn_runs.append((knn_predict(
+                train, unit.train_codes, test, n_classes=n_classes, k=ks, metric=metric,
+                temperature=temperature, query_codes=unit.test_codes, backend=backend,
+                progress=report_stage("kNN search", fold)), unit.test_codes))
+            del train, test
+            knn_time += time.perf_counter() - tick
+        tick = time.perf_counter()
+        linear_runs.append((linear_predict(
+            X, unit.train_codes, unit.test_source, n_classes=encoding.n_train_classes,
+            query_codes=unit.test_codes, C=C, val_size=val_size, seed=seed, max_iter=max_iter,
+            tol=tol, train_rows=unit.train_rows, test_rows=unit.test_rows,
+            progress=report_stage("linear probe", fold)), unit.test_codes))
+        linear_time += time.perf_counter() - tick
+    for predicted, _ in linear_runs:
+        notes += [note for note in predicted.warnings if note not in notes]
+
+    tick = time.perf_counter()
+    knn_ci, linear_ci = _confidence_intervals(knn_runs, linear_runs, loo=loo,
+                                              n_bootstrap=n_bootstrap, seed=seed)
+    knn = _knn_section(knn_runs, knn_ci, encoding.n_train_classes)
+    knn["backend"] = knn_runs[0][0].backend
+    linear = _linear_section(linear_runs, linear_ci, encoding.n_train_classes)
+    bootstrap_time = time.perf_counter() - tick
+
+    protocol.update({
+        "loo": loo, "metric": metric, "k": list(ks), "votes": list(VOTES),
+        "temperature": temperature, "tie_break": "nearest neighbour",
+        "knn_preprocess": "l2" if metric == "cosine" else "none",
+        "linear_preprocess": "standardize (train mean and std)",
+        "C_grid": list(linear_runs[0][0].C_grid), "val_size": val_size,
+        "C_selection": "best accuracy on a stratified validation split of train "
+                       "(ties: lower validation cross-entropy); refit on all of train",
+        "solver": "multinomial logistic regression, L-BFGS (scipy), float32 products",
+        "max_iter": max_iter, "tol": tol,
+        "bootstrap": {"resamples": n_bootstrap, "level": 0.95, "seed": seed},
+        "backend": {"knn": knn["backend"], "linear": "numpy"},
+    })
+    return Report(
+        probekit_version=__version__,
+        input=_input_section(X, units, encoding, loo=loo),
+        protocol=protocol, knn=knn, linear=linear, warnings=tuple(notes),
+        timings={"knn_s": round(knn_time, 4), "linear_s": round(linear_time, 4),
+                 "bootstrap_s": round(bootstrap_time, 4),
+                 "total_s": round(time.perf_counter() - started, 4)},
+    )
+
+
+def _make_units(X, X_test, encoding, *, folds, test_size, seed) -> tuple[list[_Unit], dict]:
+    codes, names = encoding.train, encoding.class_names
+    if X_test is not None:
+        unit = _Unit(None, X_test, None, encoding.train, encoding.test)
+        return [unit], {"split": "given", "seed": seed}
+    if folds:
+        if folds < 2:
+            raise InputError(f"--folds must be at least 2, got {folds}")
+        check_class_sizes(codes, names, minimum=folds, why=f"for {folds}-fold cross-validation")
+        units = [_Unit(train, X, test, codes[train], codes[test])
+                 for train, test in stratified_kfold(codes, n_folds=folds, seed=seed)]
+        return units, {"split": "kfold", "folds": folds, "seed": seed}
+    check_class_sizes(codes, names, minimum=2, why="to put one in train and one in test")
+    train, test = stratified_holdout(codes, test_size=test_size, seed=seed)
+    unit = _Unit(train, X, test, codes[train], codes[test])
+    return [unit], {"split": "holdout", "test_size": test_size, "seed": seed}
+
+
+def _confidence_intervals(knn_runs, linear_runs, *, loo, n_bootstrap, seed):
+    """Bootstrap CIs of every accuracy; probes scored on the same test samples share resamples
+    (paired), and k-fold pools the out-of-fold predictions."""
+    knn_correct = np.concatenate([correctness_columns(p, t) for p, t in knn_runs])
+    linear_correct = np.concatenate([p.predictions == t for p, t in linear_runs])[:, None]
+    if loo:
+        return (bootstrap_ci(knn_correct, n_resamples=n_bootstrap, seed=seed),
+                bootstrap_ci(linear_correct, n_resamples=n_bootstrap, seed=seed))
+    both = bootstrap_ci(np.hstack([knn_correct, linear_correct]), n_resamples=n_bootstrap,
+                        seed=seed)
+    return both[:-1], both[-1:]
+
+
+def _knn_section(knn_runs, ci95, n_train_classes) -> dict:
+    per_run = [score_knn(p, t, n_classes=n_train_classes, ci95=ci95) for p, t in knn_runs]
+    section = {vote: {str(k): _combine([run[vote][k].to_dict() for run in per_run])
+                      for k in knn_runs[0][0].k} for vote in VOTES}
+    section["best"] = best_setting(section)
+    return section
+
+
+def _linear_section(linear_runs, ci95, n_train_classes) -> dict:
+    scores = [classification_scores(t, p.predictions, ci95=ci95[0], true_rank=p.true_rank,
+                                    n_classes=n_train_classes).to_dict()
+              for p, t in linear_runs]
+    section = _combine(scores)
+    details = [p.protocol_dict() for p, _ in linear_runs]
+    if len(details) == 1:
+        return {**section, **details[0]}
+    chosen = [d["C"] for d in details]
+    section["C"] = max(sorted(set(chosen)), key=chosen.count)
+    section["C_per_fold"] = chosen
+    section["C_grid"] = details[0]["C_grid"]
+    if details[0]["val_accuracy"]:
+        section["val_accuracy"] = [float(v) for v in
+                                  np.mean([d["val_accuracy"] for d in details], axis=0)]
+    section["folds"] = details
+    return section
+
+
+def _combine(scores: list[dict]) -> dict:
+    """One run's scores as they are; several folds' as mean and ``*_std`` (population std)."""
+    if len(scores) == 1:
+        return scores[0]
+    out = {}
+    for key in SCORE_KEYS:
+        if key in scores[0]:
+            values = np.array([s[key] for s in scores])
+            out[key], out[f"{key}_std"] = float(values.mean()), float(values.std())
+    out["ci95"] = scores[0]["ci95"]
+    return out
+
+
+def _input_section(X, units, encoding, *, loo) -> dict:
+    n_classes = len(encoding.classes)
+    if units[0].train_rows is None:
+        n_train, n_test = X.shape[0], len(units[0].test_codes)
+        train_counts = np.bincount(encoding.train, minlength=n_classes)
+    else:
+        n_train = int(round(np.mean([len(u.train_rows) for u in units])))
+        n_test = int(sum(len(u.test_codes) for u in units))
+        train_counts = np.bincount(units[0].train_codes, minlength=n_classes)
+    test_codes = np.concatenate([u.test_codes for u in units])
+    return {
+        "n_samples": int(X.shape[0]),
+        "n_train": n_train,
+        "n_test": n_test,
+        "n_knn_test": int(X.shape[0]) if loo else n_test,
+        "dim": int(X.shape[1]),
+        "dtype": str(X.dtype),
+        "n_classes": n_classes,
+        "classes": encoding.class_names,
+        "train_class_counts": train_counts.tolist(),
+        "test_class_counts": np.bincount(test_codes, minlength=n_classes).tolist(),
+        "test_labels_sha256": hashlib.sha256(
+            np.ascontiguousarray(test_codes, dtype="<i8").tobytes()
+            + repr(encoding.class_names).encode()).hexdigest(),
+    }

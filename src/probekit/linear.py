@@ -1,0 +1,336 @@
+"""The linear probe: how linearly separable are the classes, globally?
+
+Features are standardised with training statistics; a multinomial logistic regression is fitted
+for every C of a log grid on a stratified validation split carved from the training data (warm
+started from the previous C), the C with the best validation accuracy is kept (ties: lower
+validation cross-entropy), and the model is refitted on all of the training data. The test set
+is touched once, at the end.
+
+The objective is scikit-learn's for ``LogisticRegression(C=C)`` (L-BFGS, multinomial, intercept
+not penalised), so at equal C both find the same minimiser::
+
+    min_{W, b}  (1/n) sum_i [ logsumexp(x_i W + b) - (x_i W + b)_{y_i} ]  +  ||W||_F^2 / (2 C n)
+
+Matrix products run in float32 (the data never get a float64 copy); parameters, the softmax
+and the loss are float64. References: scikit-learn ``LogisticRegression``; the linear-probe
+protocol of Radford et al. 2021 (CLIP) and Oquab et al. 2023 (DINOv2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize
+
+from probekit.data import check_embeddings, check_labels, encode_labels, row_chunks
+from probekit.errors import InputError
+from probekit.metrics import ClassificationScores, bootstrap_ci, classification_scores
+from probekit.splits import stratified_holdout
+
+DEFAULT_C_GRID = tuple(float(c) for c in np.logspace(-4, 4, 9))
+DEFAULT_VAL_SIZE = 0.1
+DEFAULT_MAX_ITER = 1000
+DEFAULT_TOL = 1e-4
+
+
+@dataclass(frozen=True)
+class LogisticFit:
+    """A fitted multinomial logistic regression: ``scores = X @ coef + intercept``."""
+
+    coef: np.ndarray  # (D, K) float64
+    intercept: np.ndarray  # (K,) float64
+    n_iter: int
+    converged: bool
+
+    def decision_scores(self, X: np.ndarray) -> np.ndarray:
+        return X @ self.coef.astype(np.float32) + self.intercept.astype(np.float32)
+
+
+def standardize(
+    train: np.ndarray,
+    test: np.ndarray,
+    *,
+    train_rows: np.ndarray | None = None,
+    test_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 copies of ``train[train_rows]`` and ``test[test_rows]`` centred and scaled by the
+    training mean and standard deviation (features with zero variance are only centred, as in
+    scikit-learn's ``StandardScaler``).
+
+    Reads the inputs chunk by chunk (they may be memory maps of any float dtype); statistics are
+    accumulated in float64 with two passes, so no large float64 copy is ever made.
+    """
+    def blocks(array, rows):
+        n = array.shape[0] if rows is None else len(rows)
+        for start, stop in row_chunks(n, array.shape[1]):
+            yield start, stop, array[start:stop] if rows is None else array[rows[start:stop]]
+
+    n_train = train.shape[0] if train_rows is None else len(train_rows)
+    total = np.zeros(train.shape[1])
+    for _, _, block in blocks(train, train_rows):
+        total += block.sum(axis=0, dtype=np.float64)
+    mean = total / n_train
+    squares = np.zeros(train.shape[1])
+    for _, _, block in blocks(train, train_rows):
+        squares += ((block - mean) ** 2).sum(axis=0)
+    scale = np.sqrt(squares / n_train)
+    scale[scale == 0] = 1.0
+    out = []
+    for array, rows in ((train, train_rows), (test, test_rows)):
+        result = np.empty((array.shape[0] if rows is None else len(rows), array.shape[1]),
+                          dtype=np.float32)
+        for start, stop, block in blocks(array, rows):
+            result[start:stop] = (block - mean) / scale
+        out.append(result)
+    return out[0], out[1]
+
+
+def fit_logistic(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_classes: int,
+    C: float,
+    init: LogisticFit | None = None,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
+) -> LogisticFit:
+    """Multinomial logistic regression by L-BFGS (see the module docstring for the objective).
+
+    Parameters
+    ----------
+    X : (n, D) float32 features; y : (n,) codes in ``0..n_classes-1``.
+    C : inverse regularisation strength, as in scikit-learn.
+    init : warm start.
+    max_iter, tol : L-BFGS iteration limit and gradient tolerance (scikit-learn's defaults are
+        100 and 1e-4).
+    """
+    if C <= 0:
+        raise InputError(f"C must be positive, got {C}")
+    n, dim = X.shape
+    rows = np.arange(n)
+    penalty = 1.0 / (C * n)
+
+    def loss_and_gradient(params: np.ndarray) -> tuple[float, np.ndarray]:
+        coef = params[: dim * n_classes].reshape(dim, n_classes)
+        intercept = params[dim * n_classes:]
+        logits = (X @ coef.astype(np.float32)).astype(np.float64) + intercept
+        probabilities, log_norm = _softmax(logits)
+        loss = np.mean(log_norm - logits[rows, y]) + 0.5 * penalty * np.sum(coef**2)
+        probabilities[rows, y] -= 1.0  # the residual P - Y, in place
+        probabilities /= n
+        grad_coef = (X.T @ probabilities.astype(np.float32)).astype(np.float64) + penalty * coef
+        return loss, np.concatenate([grad_coef.ravel(), probabilities.sum(axis=0)])
+
+    if init is None:
+        start = np.zeros(dim * n_classes + n_classes)
+    else:
+        start = np.concatenate([init.coef.ravel(), init.intercept])
+    result = minimize(
+        loss_and_gradient, start, method="L-BFGS-B", jac=True,
+        options={"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps,
+                 "maxls": 50},
+    )
+    coef = result.x[: dim * n_classes].reshape(dim, n_classes)
+    return LogisticFit(coef, result.x[dim * n_classes:].copy(), int(result.nit),
+                       bool(result.status == 0))
+
+
+def _softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise softmax of float64 logits and the log normaliser ``logsumexp`` of each row."""
+    top = logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits - top)
+    total = probabilities.sum(axis=1, keepdims=True)
+    probabilities /= total
+    return probabilities, np.log(total[:, 0]) + top[:, 0]
+
+
+@dataclass(frozen=True)
+class LinearPredictions:
+    """What the linear probe predicted and how it chose C.
+
+    Attributes
+    ----------
+    predictions : (n_test,) predicted codes.
+    true_rank : (n_test,) rank of the true class among the scores (``inf`` for classes never
+        seen in training); ``None`` without true labels.
+    C : the chosen C; C_grid : the grid swept.
+    val_accuracy, val_loss : per C, on the validation split (empty when the grid has one C).
+    n_iter, converged : L-BFGS iterations and convergence per C of the sweep.
+    refit_n_iter, refit_converged : the same for the final fit on all training data.
+    n_val : size of the validation split.
+    """
+
+    predictions: np.ndarray
+    true_rank: np.ndarray | None
+    C: float
+    C_grid: tuple[float, ...]
+    val_accuracy: tuple[float, ...]
+    val_loss: tuple[float, ...]
+    n_iter: tuple[int, ...]
+    converged: tuple[bool, ...]
+    refit_n_iter: int
+    refit_converged: bool
+    n_val: int
+    warnings: tuple[str, ...] = field(default=())
+
+    def protocol_dict(self) -> dict:
+        return {
+            "C": self.C,
+            "C_grid": list(self.C_grid),
+            "val_accuracy": list(self.val_accuracy),
+            "val_loss": list(self.val_loss),
+            "n_val": self.n_val,
+            "n_iter": list(self.n_iter),
+            "converged": list(self.converged),
+            "refit_n_iter": self.refit_n_iter,
+            "refit_converged": self.refit_converged,
+        }
+
+
+def linear_predict(
+    X_train: np.ndarray,
+    train_codes: np.ndarray,
+    X_test: np.ndarray,
+    *,
+    n_classes: int,
+    query_codes: np.ndarray | None = None,
+    C: Iterable[float] = DEFAULT_C_GRID,
+    val_size: float = DEFAULT_VAL_SIZE,
+    seed: int = 0,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
+    train_rows: np.ndarray | None = None,
+    test_rows: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LinearPredictions:
+    """Standardise, sweep C on a validation split, refit on all of train, predict the test set.
+
+    The training data are ``X_train[train_rows]`` (all rows when ``None``), the test data
+    ``X_test[test_rows]``; ``train_codes`` are their labels, in ``0..n_classes-1``.
+    ``query_codes`` may hold larger codes (classes absent from training), which are always wrong
+    and get rank ``inf``. ``progress(done, total)`` is called after each fit.
+    """
+    grid = tuple(sorted(float(c) for c in C))
+    if not grid or grid[0] <= 0:
+        raise InputError(f"C values must be positive, got {list(C)}")
+    train, test = standardize(X_train, X_test, train_rows=train_rows, test_rows=test_rows)
+    notes: list[str] = []
+    val_accuracy, val_loss, n_iter, converged = [], [], [], []
+    chosen, start = grid[0], None
+    fit_idx, val_idx = stratified_holdout(train_codes, test_size=val_size, seed=seed)
+    if len(grid) > 1 and val_idx.size == 0:
+        chosen = min(grid, key=lambda c: abs(np.log(c)))
+        notes.append(f"too few training samples for a validation split: used C={chosen:g}")
+    elif len(grid) > 1:
+        fit_x, fit_y = train[fit_idx], train_codes[fit_idx]
+        val_x, val_y = train[val_idx], train_codes[val_idx]
+        fits = []
+        for value in grid:
+            start = fit_logistic(fit_x, fit_y, n_classes=n_classes, C=value, init=start,
+                                 max_iter=max_iter, tol=tol)
+            fits.append(start)
+            logits = start.decision_scores(val_x).astype(np.float64)
+            val_accuracy.append(float(np.mean(logits.argmax(axis=1) == val_y)))
+            val_loss.append(float(np.mean(_softmax(logits)[1]
+                                          - logits[np.arange(len(val_y)), val_y])))
+            n_iter.append(start.n_iter)
+            converged.append(start.converged)
+            if progress:
+                progress(len(fits), len(grid) + 1)
+        best = max(range(len(grid)), key=lambda i: (val_accuracy[i], -val_loss[i]))
+        chosen, start = grid[best], fits[best]
+        if not all(converged):
+            slow = ", ".join(f"{c:g}" for c, ok in zip(grid, converged) if not ok)
+            notes.append(f"linear probe: L-BFGS did not converge in {max_iter} iterations "
+                         f"for C = {slow} (raise max_iter)")
+    final = fit_logistic(train, train_codes, n_classes=n_classes, C=chosen, init=start,
+                         max_iter=max_iter, tol=tol)
+    if not final.converged:
+        notes.append(f"linear probe: the refit at C={chosen:g} did not converge in "
+                     f"{max_iter} iterations (raise max_iter)")
+    scores = final.decision_scores(test)
+    true_rank = None
+    if query_codes is not None:
+        seen = query_codes < n_classes
+        true_scores = scores[np.arange(len(scores)), np.where(seen, query_codes, 0)]
+        true_rank = (scores > true_scores[:, None]).sum(axis=1).astype(np.float64)
+        true_rank[~seen] = np.inf
+    return LinearPredictions(
+        predictions=scores.argmax(axis=1).astype(np.int64), true_rank=true_rank, C=chosen,
+        C_grid=grid, val_accuracy=tuple(val_accuracy), val_loss=tuple(val_loss),
+        n_iter=tuple(n_iter), converged=tuple(converged), refit_n_iter=final.n_iter,
+        refit_converged=final.converged, n_val=int(val_idx.size) if len(grid) > 1 else 0,
+        warnings=tuple(notes),
+    )
+
+
+@dataclass(frozen=True)
+class LinearResult:
+    """Scores of the linear probe and how C was chosen (see :func:`linear_probe`)."""
+
+    scores: ClassificationScores
+    predictions: LinearPredictions
+
+    def to_dict(self) -> dict:
+        return {**self.scores.to_dict(), **self.predictions.protocol_dict()}
+
+
+def linear_probe(
+    X_train,
+    y_train,
+    X_test,
+    y_test,
+    *,
+    C: Iterable[float] = DEFAULT_C_GRID,
+    val_size: float = DEFAULT_VAL_SIZE,
+    seed: int = 0,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
+    n_bootstrap: int = 1000,
+) -> LinearResult:
+    """Linear probe of an embedding space.
+
+    Parameters
+    ----------
+    X_train, y_train : (N, D) training embeddings and labels (ints or strings).
+    X_test, y_test : the test split.
+    C : grid of inverse regularisation strengths (default ``np.logspace(-4, 4, 9)``); with a
+        single value there is no validation split and the model is fitted at that C.
+    val_size : fraction of each training class held out to choose C (stratified, seeded).
+    seed : seed of the validation split and of the bootstrap.
+    max_iter, tol : L-BFGS limits per fit.
+    n_bootstrap : resamples of the accuracy CI.
+
+    Returns
+    -------
+    LinearResult
+    """
+    X_train = check_embeddings(X_train, name="train embeddings")
+    X_test = check_embeddings(X_test, name="test embeddings")
+    y_train = check_labels(y_train, name="train labels")
+    y_test = check_labels(y_test, name="test labels")
+    for X, y, which in ((X_train, y_train, "train"), (X_test, y_test, "test")):
+        if X.shape[0] != y.shape[0]:
+            raise InputError(f"{which} embeddings have {X.shape[0]} rows but {which} labels "
+                             f"have {y.shape[0]}")
+    if X_train.shape[1] != X_test.shape[1]:
+        raise InputError(
+            f"train embeddings have {X_train.shape[1]} dimensions, test {X_test.shape[1]}"
+        )
+    encoding = encode_labels(y_train, y_test)
+    if encoding.n_train_classes < 2:
+        raise InputError("the training labels hold a single class; a probe needs at least two")
+    predicted = linear_predict(
+        X_train, encoding.train, X_test, n_classes=encoding.n_train_classes,
+        query_codes=encoding.test, C=C, val_size=val_size, seed=seed, max_iter=max_iter, tol=tol,
+    )
+    correct = predicted.predictions == encoding.test
+    ci95 = bootstrap_ci(correct, n_resamples=n_bootstrap, seed=seed)
+    scores = classification_scores(
+        encoding.test, predicted.predictions, ci95=ci95, true_rank=predicted.true_rank,
+        n_classes=encoding.n_train_classes,
+    )
+    return LinearResult(scores, predicted)

@@ -1,0 +1,135 @@
+"""Classification metrics on integer label codes, and bootstrap confidence intervals.
+
+The point metrics equal scikit-learn's ``accuracy_score``, ``balanced_accuracy_score`` and
+``f1_score(average="macro", zero_division=0)``; they are computed from one ``bincount`` each so
+they cost O(N + C).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+TOP5_MIN_CLASSES = 10  # top-5 accuracy is reported only when there are at least this many classes
+_BOOTSTRAP_ELEMENTS = 1 << 23  # resample counts per block
+
+
+@dataclass(frozen=True)
+class ClassificationScores:
+    """Test-set scores of one probe (fractions in [0, 1]).
+
+    ``top5_accuracy`` is ``None`` below :data:`TOP5_MIN_CLASSES` classes; ``ci95`` is the
+    bootstrap 95 % interval of ``accuracy``.
+    """
+
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+    top5_accuracy: float | None
+    ci95: tuple[float, float]
+
+    def to_dict(self) -> dict:
+        out = {
+            "accuracy": self.accuracy,
+            "balanced_accuracy": self.balanced_accuracy,
+            "macro_f1": self.macro_f1,
+        }
+        if self.top5_accuracy is not None:
+            out["top5_accuracy"] = self.top5_accuracy
+        out["ci95"] = list(self.ci95)
+        return out
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Fraction of exact matches, ``mean(y_true == y_pred)``."""
+    return float(np.mean(y_true == y_pred))
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in ``y_true``.
+
+    ``(1/|C_true|) sum_c TP_c / n_c``; range [0, 1], higher is better; chance is ``1/|C_true|``.
+    Brodersen et al., "The balanced accuracy and its posterior distribution", ICPR 2010.
+    """
+    size = int(max(y_true.max(), y_pred.max())) + 1
+    support = np.bincount(y_true, minlength=size)
+    hits = np.bincount(y_true[y_true == y_pred], minlength=size)
+    present = support > 0
+    return float(np.mean(hits[present] / support[present]))
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted mean of per-class F1 over the classes in ``y_true`` or ``y_pred``.
+
+    ``F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c)``; range [0, 1], higher is better.
+    """
+    size = int(max(y_true.max(), y_pred.max())) + 1
+    true_count = np.bincount(y_true, minlength=size)
+    pred_count = np.bincount(y_pred, minlength=size)
+    hits = np.bincount(y_true[y_true == y_pred], minlength=size)
+    present = (true_count + pred_count) > 0
+    return float(np.mean(2.0 * hits[present] / (true_count[present] + pred_count[present])))
+
+
+def bootstrap_ci(
+    correct: np.ndarray, *, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> np.ndarray:
+    """Percentile bootstrap interval of the mean of each column of ``correct``.
+
+    Every column is resampled with the same ``n_resamples`` draws of N test indices (with
+    replacement), so intervals of several probes on one test set are paired. Vectorised: a block
+    of draws becomes a count matrix ``W`` (resamples x N) and all means are ``W @ correct / N``.
+
+    Parameters
+    ----------
+    correct : (N,) or (N, M) array of 0/1 (per-sample correctness of M probes).
+    n_resamples, level, seed : number of bootstrap resamples, coverage, random seed.
+
+    Returns
+    -------
+    (M, 2) array of ``[low, high]`` (a (2,) array for 1-D input).
+
+    References
+    ----------
+    Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, ch. 13 (percentile interval).
+    """
+    values = np.asarray(correct, dtype=np.float64)
+    single = values.ndim == 1
+    values = values.reshape(len(values), -1)
+    n = values.shape[0]
+    rng = np.random.default_rng(seed)
+    means = np.empty((n_resamples, values.shape[1]))
+    block = max(1, _BOOTSTRAP_ELEMENTS // n)
+    for start in range(0, n_resamples, block):
+        stop = min(n_resamples, start + block)
+        draws = rng.integers(0, n, size=(stop - start, n))
+        draws += np.arange(stop - start)[:, None] * n
+        counts = np.bincount(draws.ravel(), minlength=(stop - start) * n)
+        means[start:stop] = counts.reshape(stop - start, n) @ values / n
+    tail = 100.0 * (1.0 - level) / 2.0
+    bounds = np.percentile(means, [tail, 100.0 - tail], axis=0).T
+    return bounds[0] if single else bounds
+
+
+def classification_scores(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    ci95: tuple[float, float],
+    true_rank: np.ndarray | None = None,
+    n_classes: int,
+) -> ClassificationScores:
+    """All scores of one probe. ``true_rank[i]`` is the 0-based rank of sample i's true class in
+    the probe's ordering of classes (``inf`` where the probe gave it no score); it yields top-5
+    accuracy when ``n_classes >= 10``."""
+    top5 = None
+    if true_rank is not None and n_classes >= TOP5_MIN_CLASSES:
+        top5 = float(np.mean(true_rank < 5))
+    return ClassificationScores(
+        accuracy=accuracy(y_true, y_pred),
+        balanced_accuracy=balanced_accuracy(y_true, y_pred),
+        macro_f1=macro_f1(y_true, y_pred),
+        top5_accuracy=top5,
+        ci95=(float(ci95[0]), float(ci95[1])),
+    )

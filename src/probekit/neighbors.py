@@ -1,0 +1,265 @@
+"""Exact top-k similarity search; the only module that knows the search backends.
+
+One call returns, for every query, its ``k`` most similar database rows sorted from most to least
+similar. Backends, in the order ``backend="auto"`` tries them:
+
+``faiss-gpu``  faiss ``IndexFlatIP``/``IndexFlatL2`` on a GPU (the ``gpu`` extra and a GPU);
+``torch``      chunked matrix products and ``torch.topk`` on CUDA (only when CUDA is present; on
+               the CPU only when asked for by name);
+``faiss-cpu``  faiss flat indexes on the CPU (the default install);
+``numpy``      chunked matrix products and ``argpartition``.
+
+All are exact; they differ only in the order of neighbours whose similarities tie. Similarities
+are float32. Under ``metric="euclidean"`` the similarity is the negated distance ``-||q - x||``
+so that "larger is nearer" holds for every metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from probekit.data import row_chunks, to_float32
+from probekit.errors import InputError
+
+METRICS = ("cosine", "euclidean", "ip")
+BACKENDS = ("auto", "faiss-cpu", "faiss-gpu", "torch", "numpy")
+_QUERY_CHUNK = 16384  # queries per faiss call; bounds the result buffers and paces progress
+_SCORE_ELEMENTS = 1 << 25  # 128 MiB of float32 similarities per numpy/torch block
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Neighbors:
+    """Result of :func:`search`.
+
+    Attributes
+    ----------
+    similarities : (n_queries, k) float32, each row sorted in decreasing order.
+    indices : (n_queries, k) int64 database row of each neighbour.
+    backend : the backend that ran the search.
+    """
+
+    similarities: np.ndarray
+    indices: np.ndarray
+    backend: str
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise InputError(f"unknown metric '{metric}': choose one of {', '.join(METRICS)}")
+    return metric
+
+
+def prepare_vectors(X: np.ndarray, rows: np.ndarray | None = None, *, metric: str) -> np.ndarray:
+    """A float32 copy of ``X`` (or ``X[rows]``) ready for :func:`search`: rows L2-normalised for
+    ``metric="cosine"``, unchanged otherwise.
+
+    Raises :class:`InputError` when cosine meets zero vectors (their direction is undefined).
+    """
+    check_metric(metric)
+    vectors = to_float32(X, rows)
+    if metric == "cosine":
+        zero_rows = 0
+        for start, stop in row_chunks(*vectors.shape):
+            block = vectors[start:stop]
+            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+            zero_rows += int(np.count_nonzero(norms == 0))
+            block /= np.where(norms == 0, 1.0, norms).astype(np.float32)[:, None]
+        if zero_rows:
+            raise InputError(
+                f"{zero_rows} embedding rows are all zeros; cosine similarity is undefined for "
+                "them (drop them or use --metric euclidean)"
+            )
+    return vectors
+
+
+def available_backends() -> list[str]:
+    """Backends that can run on this machine, best first."""
+    found = []
+    faiss = _import_faiss()
+    if faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        found.append("faiss-gpu")
+    torch = _import_torch()
+    if torch is not None and torch.cuda.is_available():
+        found.append("torch")
+    if faiss is not None:
+        found.append("faiss-cpu")
+    if torch is not None and "torch" not in found:
+        found.append("torch")
+    found.append("numpy")
+    return found
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """The concrete backend ``backend`` names; ``"auto"`` picks the best available one, except
+    that torch on a CPU is only used when asked for by name."""
+    if backend not in BACKENDS:
+        raise InputError(f"unknown search backend '{backend}': choose one of {', '.join(BACKENDS)}")
+    found = available_backends()
+    if backend == "auto":
+        torch = _import_torch()
+        cpu_only_torch = torch is None or not torch.cuda.is_available()
+        return next(b for b in found if not (b == "torch" and cpu_only_torch))
+    if backend not in found:
+        extra = {"faiss-cpu": "pip install faiss-cpu", "faiss-gpu": "pip install 'probekit[gpu]' "
+                 "on a machine with a CUDA GPU", "torch": "pip install 'probekit[tuner]'"}[backend]
+        raise InputError(f"search backend '{backend}' is not available here ({extra})")
+    return backend
+
+
+def search(
+    queries: np.ndarray,
+    database: np.ndarray,
+    k: int,
+    *,
+    metric: str = "cosine",
+    exclude_self: bool = False,
+    backend: str = "auto",
+    progress: Progress | None = None,
+) -> Neighbors:
+    """Exact k nearest neighbours of every query row in ``database``.
+
+    Parameters
+    ----------
+    queries, database : float32 arrays from :func:`prepare_vectors` (same ``metric``).
+    k : number of neighbours, ``1 <= k <= len(database)`` (``< len`` with ``exclude_self``).
+    metric : ``"cosine"`` (inner product of normalised rows), ``"ip"`` or ``"euclidean"``.
+    exclude_self : ``queries`` and ``database`` are the same rows; row ``i``'s own entry is
+        removed by index (not by position), so exact duplicates of a query stay its neighbours.
+    backend : one of :data:`BACKENDS`.
+    progress : called as ``progress(done, total)`` after each chunk of queries.
+    """
+    check_metric(metric)
+    n_db = database.shape[0]
+    if queries.shape[1] != database.shape[1]:
+        raise InputError(
+            f"queries have {queries.shape[1]} dimensions but the database has {database.shape[1]}"
+        )
+    limit = n_db - 1 if exclude_self else n_db
+    if not 1 <= k <= limit:
+        raise InputError(f"k={k} neighbours asked of {limit} candidates")
+    if exclude_self and queries.shape[0] != n_db:
+        raise InputError("exclude_self needs the queries to be the database rows")
+    name = resolve_backend(backend)
+    k_search = k + 1 if exclude_self else k
+    runner = {"faiss-cpu": _search_faiss, "faiss-gpu": _search_faiss,
+              "torch": _search_torch, "numpy": _search_numpy}[name]
+    sims, idx = runner(queries, database, k_search, metric, name, progress)
+    if metric == "euclidean":  # runners return -||q - x||^2; report -||q - x||
+        sims = -np.sqrt(np.maximum(-sims, 0.0))
+    if exclude_self:
+        sims, idx = _drop_self(sims, idx)
+    return Neighbors(np.ascontiguousarray(sims, np.float32), idx.astype(np.int64), name)
+
+
+def _drop_self(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own index (row i is query i); rows where it was not returned (more
+    exact duplicates than k) lose their last entry instead."""
+    n, width = idx.shape
+    keep = idx != np.arange(n)[:, None]
+    no_self = keep.all(axis=1)
+    keep[no_self, width - 1] = False
+    return sims[keep].reshape(n, width - 1), idx[keep].reshape(n, width - 1)
+
+
+# Each runner returns (scores, indices), rows sorted nearest first, where the score is the inner
+# product for cosine/ip and the negated squared distance -||q - x||^2 for euclidean.
+
+
+def _search_faiss(queries, database, k, metric, name, progress):
+    faiss = _import_faiss()
+    dim = database.shape[1]
+    index = faiss.IndexFlatL2(dim) if metric == "euclidean" else faiss.IndexFlatIP(dim)
+    if name == "faiss-gpu":
+        resources = faiss.StandardGpuResources()
+        index = faiss.index_cpu_to_gpu(resources, 0, index)
+    index.add(np.ascontiguousarray(database, dtype=np.float32))
+    n = queries.shape[0]
+    sims = np.empty((n, k), dtype=np.float32)
+    idx = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, _QUERY_CHUNK):
+        stop = min(n, start + _QUERY_CHUNK)
+        block = np.ascontiguousarray(queries[start:stop], dtype=np.float32)
+        sims[start:stop], idx[start:stop] = index.search(block, k)
+        if progress:
+            progress(stop, n)
+    if metric == "euclidean":
+        sims = -sims  # faiss gives squared distances
+    return sims, idx
+
+
+def _search_numpy(queries, database, k, metric, name, progress):
+    n, n_db = queries.shape[0], database.shape[0]
+    sims = np.empty((n, k), dtype=np.float32)
+    idx = np.empty((n, k), dtype=np.int64)
+    db_sq = np.einsum("ij,ij->i", database, database) if metric == "euclidean" else None
+    for start, stop in row_chunks(n, n_db, _SCORE_ELEMENTS):
+        scores = queries[start:stop] @ database.T
+        if metric == "euclidean":  # maximise -||x||^2 + 2 q.x  (the query norm is a constant)
+            scores = 2.0 * scores - db_sq[None, :]
+        if k < n_db:
+            top = np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)
+        else:
+            top = np.broadcast_to(np.arange(n_db), scores.shape).copy()
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        idx[start:stop] = np.take_along_axis(top, order, axis=1)
+        sims[start:stop] = np.take_along_axis(top_scores, order, axis=1)
+        if metric == "euclidean":
+            q_sq = np.einsum("ij,ij->i", queries[start:stop], queries[start:stop])
+            sims[start:stop] -= q_sq[:, None]
+        if progress:
+            progress(stop, n)
+    return sims, idx
+
+
+def _search_torch(queries, database, k, metric, name, progress):
+    torch = _import_torch()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    n, n_db = queries.shape[0], database.shape[0]
+    db = torch.from_numpy(np.ascontiguousarray(database)).to(device)
+    db_sq = (db * db).sum(1) if metric == "euclidean" else None
+    sims = np.empty((n, k), dtype=np.float32)
+    idx = np.empty((n, k), dtype=np.int64)
+    step = max(1, _SCORE_ELEMENTS // n_db)
+    start = 0
+    while start < n:
+        stop = min(n, start + step)
+        try:
+            q = torch.from_numpy(np.ascontiguousarray(queries[start:stop])).to(device)
+            scores = q @ db.T
+            if metric == "euclidean":
+                scores = 2.0 * scores - db_sq[None, :] - (q * q).sum(1, keepdim=True)
+            values, positions = torch.topk(scores, k, dim=1, largest=True, sorted=True)
+        except torch.cuda.OutOfMemoryError:
+            if step == 1:
+                raise
+            step = max(1, step // 2)  # halve the block and retry; memory is the usual complaint
+            torch.cuda.empty_cache()
+            continue
+        sims[start:stop] = values.cpu().numpy()
+        idx[start:stop] = positions.cpu().numpy()
+        start = stop
+        if progress:
+            progress(stop, n)
+    return sims, idx
+
+
+def _import_faiss():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch

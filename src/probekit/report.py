@@ -1,0 +1,205 @@
+"""The Report: everything one dual-probe run found, as plain data.
+
+A frozen dataclass of JSON-ready dictionaries with views for people (markdown), for programs
+(dict / JSON) and for analysis (a pandas frame, one row per metric). The same inputs and seed
+give the same report, byte for byte, except ``timings``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCORE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
+_LINEAR_AHEAD = 0.05  # linear - best kNN above this: globally separable, locally mixed
+_CLOSE = 0.02  # |linear - best kNN| within this: the two probes agree
+
+
+@dataclass(frozen=True)
+class Report:
+    """Result of :func:`probekit.dual_probe`.
+
+    Attributes
+    ----------
+    probekit_version : the version that made it.
+    input : sizes, classes and class counts, label hash of the test set.
+    protocol : the protocol actually used (split, seed, k, metric, grids, backends...).
+    knn : ``{"majority": {k: scores}, "weighted": {k: scores}, "best": ..., "backend": ...}``.
+    linear : scores plus ``C``, ``C_grid``, ``val_accuracy`` and convergence details.
+    warnings : notes about anything that did not go as asked.
+    timings : seconds per stage.
+    """
+
+    probekit_version: str
+    input: dict
+    protocol: dict
+    knn: dict
+    linear: dict
+    warnings: tuple[str, ...] = field(default=())
+    timings: dict = field(default_factory=dict)
+
+    # ---------------------------------------------------------------------- conversions
+
+    def to_dict(self) -> dict:
+        """A deep copy as plain JSON-ready Python data."""
+        return {
+            "probekit_version": self.probekit_version,
+            "input": copy.deepcopy(self.input),
+            "protocol": copy.deepcopy(self.protocol),
+            "knn": copy.deepcopy(self.knn),
+            "linear": copy.deepcopy(self.linear),
+            "reading": self.reading(),
+            "warnings": list(self.warnings),
+            "timings": dict(self.timings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Report:
+        return cls(
+            probekit_version=data["probekit_version"], input=data["input"],
+            protocol=data["protocol"], knn=data["knn"], linear=data["linear"],
+            warnings=tuple(data.get("warnings", ())), timings=data.get("timings", {}),
+        )
+
+    def to_json(self, path: str | os.PathLike | None = None, *, indent: int = 2) -> str:
+        """The report as JSON; written atomically to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False) + "\n"
+        if path is not None:
+            write_atomically(Path(path), text)
+        return text
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> Report:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_frame(self):
+        """A pandas DataFrame with one row per (probe, vote, k, metric): columns ``probe``,
+        ``vote``, ``k``, ``metric``, ``value``, ``ci95_low``, ``ci95_high`` (the interval is on
+        the accuracy rows) and ``std`` (k-fold only)."""
+        import pandas as pd
+
+        rows = []
+        for vote in ("majority", "weighted"):
+            for k, scores in self.knn[vote].items():
+                rows += _metric_rows("knn", vote, int(k), scores)
+        rows += _metric_rows("linear", None, None, self.linear)
+        frame = pd.DataFrame(rows, columns=["probe", "vote", "k", "metric", "value",
+                                            "ci95_low", "ci95_high", "std"])
+        return frame.astype({"k": "Int64"})
+
+    # ---------------------------------------------------------------------- reading
+
+    def reading(self) -> str:
+        """One sentence reading the two probes together (DESIGN section 2)."""
+        best = self.knn["best"]
+        linear, knn = self.linear["accuracy"], best["accuracy"]
+        gap = 100.0 * (linear - knn)
+        versus = (f"linear {100 * linear:.1f}% vs best kNN {100 * knn:.1f}% "
+                  f"({best['vote']}, k={best['k']})")
+        if linear - knn > _LINEAR_AHEAD:
+            return (f"{versus}: linear >> kNN by {gap:.1f} points, so the classes are globally "
+                    "linearly separable but locally mixed (typical of cross-entropy fine-tuning).")
+        if abs(linear - knn) <= _CLOSE:
+            return (f"{versus}: kNN is close to linear, so classes form tight, well-separated "
+                    "clusters (what contrastive tuning aims for).")
+        if knn > linear:
+            return (f"{versus}: kNN beats linear by {-gap:.1f} points, so the class structure "
+                    "is local and not linear (clusters that no single hyperplane separates).")
+        return (f"{versus}: linear leads kNN by {gap:.1f} points, so the classes are mostly "
+                "separable with some local mixing.")
+
+    def to_markdown(self) -> str:
+        """The summary the CLI prints: input, both probes side by side, the reading, warnings."""
+        info, protocol = self.input, self.protocol
+        lines = [
+            f"# probekit dual probe (v{self.probekit_version})",
+            "",
+            f"{info['n_train']} train / {info['n_test']} test samples, {info['dim']} dimensions, "
+            f"{info['n_classes']} classes; split: {_split_text(protocol)}; metric: "
+            f"{protocol['metric']}; seed {protocol['seed']}.",
+            "",
+            "| probe | setting | accuracy | 95% CI | balanced acc. | macro-F1 |"
+            + (" top-5 |" if "top5_accuracy" in self.linear else ""),
+            "|---|---|---|---|---|---|" + ("---|" if "top5_accuracy" in self.linear else ""),
+        ]
+        lines.append(_table_row("linear", f"C={_c_text(self.linear)}", self.linear))
+        for k in self.knn["majority"]:
+            majority, weighted = self.knn["majority"][k], self.knn["weighted"][k]
+            lines.append(_table_row("kNN", f"k={k} majority", majority))
+            lines.append(_table_row("kNN", f"k={k} weighted", weighted))
+        best = self.knn["best"]
+        lines += [
+            "",
+            f"Best kNN: {best['vote']} vote at k={best['k']} "
+            f"({100 * best['accuracy']:.2f}%). Search backend: {self.knn['backend']}.",
+            "",
+            f"**Reading:** {self.reading()}",
+        ]
+        if self.warnings:
+            lines += ["", "Warnings:"] + [f"- {warning}" for warning in self.warnings]
+        return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so
+    readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _metric_rows(probe, vote, k, scores: dict) -> list[tuple]:
+    rows = []
+    for name in SCORE_KEYS:
+        if name not in scores:
+            continue
+        low, high = scores["ci95"] if name == "accuracy" else (math.nan, math.nan)
+        rows.append((probe, vote, k, name, scores[name], low, high,
+                     scores.get(f"{name}_std", math.nan)))
+    return rows
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def _table_row(probe: str, setting: str, scores: dict) -> str:
+    accuracy = _percent(scores["accuracy"])
+    if "accuracy_std" in scores:
+        accuracy += f" ± {_percent(scores['accuracy_std'])}"
+    low, high = scores["ci95"]
+    cells = [probe, setting, accuracy, f"[{_percent(low)}, {_percent(high)}]",
+             _percent(scores["balanced_accuracy"]), _percent(scores["macro_f1"])]
+    if "top5_accuracy" in scores:
+        cells.append(_percent(scores["top5_accuracy"]))
+    return "| " + " | ".join(cells) + " |"
+
+
+def _c_text(linear: dict) -> str:
+    return f"{linear['C']:g}"
+
+
+def _split_text(protocol: dict) -> str:
+    split = protocol["split"]
+    if split == "holdout":
+        text = f"stratified holdout ({protocol['test_size']:g} test)"
+    elif split == "kfold":
+        text = f"stratified {protocol['folds']}-fold (mean ± std)"
+    else:
+        text = "given train/test"
+    if protocol.get("loo"):
+        text += "; kNN leave-one-out over all samples"
+    return text
