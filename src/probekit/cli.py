@@ -1,0 +1,159 @@
+"""The ``probekit`` command line: the only module that prints.
+
+Bad input ends with one line on stderr (``error: ...``) and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sys
+from pathlib import Path
+
+import click
+
+from probekit import __version__
+from probekit.errors import InputError
+from probekit.knn import DEFAULT_K, DEFAULT_TEMPERATURE
+from probekit.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_VAL_SIZE
+from probekit.neighbors import BACKENDS, METRICS
+
+
+def _number_list(kind):
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            numbers = tuple(kind(part) for part in value.split(",") if part.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated numbers, got '{value}'") from None
+        if not numbers:
+            raise click.BadParameter("expected at least one number")
+        return numbers
+
+    return parse
+
+
+class _Progress:
+    """Progress lines on stderr, redrawn in place; silent when off or not a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.stage = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.stage not in (None, stage):
+            click.echo("", err=True)
+        self.stage = stage
+        click.echo(f"\r{stage}: {done}/{total}", err=True, nl=False)
+
+    def close(self) -> None:
+        if self.enabled and self.stage is not None:
+            click.echo("", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="probekit")
+def cli():
+    """How good is an embedding space? Linear + kNN dual probe with confidence intervals."""
+
+
+@cli.command()
+@click.argument("embeddings", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("labels", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--test-embeddings", type=click.Path(dir_okay=False, path_type=Path),
+              help="Embeddings of a given test split (the paper's setting).")
+@click.option("--test-labels", type=click.Path(dir_okay=False, path_type=Path),
+              help="Labels of the given test split.")
+@click.option("--k", "k", default=",".join(map(str, DEFAULT_K)), show_default=True,
+              callback=_number_list(int), help="Comma-separated k values of the kNN probe.")
+@click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True,
+              help="Similarity of the kNN probe.")
+@click.option("--temperature", type=float, default=DEFAULT_TEMPERATURE, show_default=True,
+              help="T of the weighted kNN vote exp(sim / T).")
+@click.option("--loo", is_flag=True,
+              help="kNN leave-one-out over all samples (each classified by the others).")
+@click.option("--test-size", type=float, default=0.2, show_default=True,
+              help="Test fraction of the stratified holdout split.")
+@click.option("--folds", type=int, default=None, help="Stratified k-fold instead of a holdout.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the splits and the bootstrap.")
+@click.option("--c-grid", default=None, callback=_number_list(float),
+              help="Comma-separated C values of the linear probe [default: 1e-4 ... 1e4, 9].")
+@click.option("--val-size", type=float, default=DEFAULT_VAL_SIZE, show_default=True,
+              help="Validation fraction of train used to choose C.")
+@click.option("--max-iter", type=int, default=DEFAULT_MAX_ITER, show_default=True,
+              help="L-BFGS iterations per logistic-regression fit.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="Neighbour-search backend.")
+@click.option("--bootstrap", "n_bootstrap", type=int, default=1000, show_default=True,
+              help="Bootstrap resamples of each accuracy CI.")
+@click.option("--key", default=None, help="Array name inside .npz embedding files.")
+@click.option("--label-key", default=None, help="Array name inside .npz label files.")
+@click.option("--label-column", default=None, help="Label column of .csv/.tsv/.parquet labels.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the full report as JSON here.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temperature, loo,
+             test_size, folds, seed, c_grid, val_size, max_iter, backend, n_bootstrap, key,
+             label_key, label_column, out, quiet):
+    """Run the dual probe on EMBEDDINGS (N x D: .npy .npz .csv .tsv .parquet) and LABELS
+    (N labels: .npy .npz .txt .csv .tsv .parquet) and print the summary."""
+    from probekit.data import load_embeddings, load_labels
+    from probekit.dual import dual_probe
+
+    progress = _Progress(not quiet)
+    try:
+        if (test_embeddings is None) != (test_labels is None):
+            raise InputError("give --test-embeddings and --test-labels together")
+        X = load_embeddings(embeddings, key=key)
+        y = load_labels(labels, key=label_key, column=label_column)
+        X_test = y_test = None
+        if test_embeddings is not None:
+            X_test = load_embeddings(test_embeddings, key=key)
+            y_test = load_labels(test_labels, key=label_key, column=label_column)
+        report = dual_probe(
+            X, y, X_test=X_test, y_test=y_test, k=k, metric=metric, temperature=temperature,
+            loo=loo, C=c_grid or DEFAULT_C_GRID, val_size=val_size, test_size=test_size,
+            folds=folds, seed=seed, backend=backend, n_bootstrap=n_bootstrap,
+            max_iter=max_iter, progress=progress,
+        )
+        progress.close()
+        files = {"embeddings": embeddings, "labels": labels, "test_embeddings": test_embeddings,
+                 "test_labels": test_labels}
+        report = dataclasses.replace(report, input={**report.input, "files": {
+            role: _describe_file(path) for role, path in files.items() if path is not None}})
+        if out is not None:
+            report.to_json(out)
+    except InputError as error:
+        progress.close()
+        _fail(str(error))
+    except OSError as error:
+        progress.close()
+        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), status=1)
+    click.echo(report.to_markdown(), nl=False)
+    if out is not None and not quiet:
+        click.echo(f"report written to {out}", err=True)
+
+
+def _describe_file(path: Path) -> dict:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _fail(message: str, status: int = 2) -> None:
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(status)
+
+
+def main() -> None:
+    cli(prog_name="probekit")
+
+
+if __name__ == "__main__":
+    main()

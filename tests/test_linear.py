@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+from conftest import gaussian_classes
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from probekit import linear_probe
+from probekit.errors import InputError
+from probekit.linear import DEFAULT_C_GRID, fit_logistic, linear_predict, standardize
+
+
+def overlapping(n=3000, dim=32, n_classes=10, seed=0):
+    """Classes that overlap: accuracy well below 1, so the regularisation matters."""
+    X, y = gaussian_classes(n, dim, n_classes, separation=0.35, seed=seed)
+    return X, y
+
+
+def test_standardize_equals_standard_scaler():
+    X, _ = overlapping(500)
+    X[:, 3] = 2.0  # a constant feature is only centred
+    rows = np.arange(0, 500, 2)
+    train, test = standardize(X, X[:7], train_rows=rows)
+    scaler = StandardScaler().fit(X[rows].astype(np.float64))
+    np.testing.assert_allclose(train, scaler.transform(X[rows]), atol=2e-5)
+    np.testing.assert_allclose(test, scaler.transform(X[:7]), atol=2e-5)
+    assert train.dtype == np.float32
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
+def test_fit_matches_scikit_learn_minimiser(C):
+    X, y = overlapping(600, 10, 3)
+    Xs = StandardScaler().fit_transform(X).astype(np.float32)
+    ours = fit_logistic(Xs, y, n_classes=3, C=C, tol=1e-9, max_iter=5000)
+    theirs = LogisticRegression(C=C, tol=1e-10, max_iter=10000).fit(Xs.astype(np.float64), y)
+    # scikit-learn's multinomial parameters are centred over classes; ours are too at the
+    # optimum of the L2-penalised objective (the intercept is fixed only up to a constant)
+    np.testing.assert_allclose(ours.coef.T, theirs.coef_, atol=2e-3 * max(1, abs(
+        theirs.coef_).max()))
+    centred = ours.intercept - ours.intercept.mean()
+    np.testing.assert_allclose(centred, theirs.intercept_ - theirs.intercept_.mean(), atol=5e-3)
+
+
+@pytest.mark.parametrize("C", [1e-3, 0.1, 10.0])
+def test_probe_accuracy_within_half_a_point_of_scikit_learn(C):
+    X, y = overlapping(6000, 32, 10, seed=1)
+    X, y, Xt, yt = X[:4000], y[:4000], X[4000:], y[4000:]
+    ours = linear_probe(X, y, Xt, yt, C=[C], n_bootstrap=10)
+    scaler = StandardScaler().fit(X)
+    model = LogisticRegression(C=C, max_iter=1000).fit(scaler.transform(X), y)
+    theirs = model.score(scaler.transform(Xt), yt)
+    assert 0.2 < theirs < 0.99
+    assert abs(ours.scores.accuracy - theirs) <= 0.005
+    assert ours.predictions.C == C and ours.predictions.val_accuracy == ()
+
+
+def test_sweep_chooses_C_on_validation_only():
+    X, y = overlapping(2100)
+    X, y, Xt, yt = X[:1500], y[:1500], X[1500:], y[1500:]
+    first = linear_probe(X, y, Xt, yt, n_bootstrap=10)
+    shuffled = linear_probe(X, y, Xt, np.random.default_rng(0).permutation(yt), n_bootstrap=10)
+    assert first.predictions.C == shuffled.predictions.C
+    assert first.predictions.val_accuracy == shuffled.predictions.val_accuracy
+    details = first.to_dict()
+    assert details["C_grid"] == list(DEFAULT_C_GRID)
+    assert len(details["val_accuracy"]) == len(details["n_iter"]) == 9
+    best = max(range(9), key=lambda i: (details["val_accuracy"][i], -details["val_loss"][i]))
+    assert details["C"] == DEFAULT_C_GRID[best]
+    assert details["n_val"] == pytest.approx(150, abs=10)
+    assert all(details["converged"]) and details["refit_converged"]
+
+
+def test_chosen_C_refit_equals_single_C_fit():
+    X, y = overlapping(1600)
+    X, y, Xt, yt = X[:1200], y[:1200], X[1200:], y[1200:]
+    swept = linear_probe(X, y, Xt, yt, n_bootstrap=10)
+    single = linear_probe(X, y, Xt, yt, C=[swept.predictions.C], n_bootstrap=10)
+    assert np.mean(swept.predictions.predictions == single.predictions.predictions) > 0.99
+
+
+def test_top5_rank_and_classes_unseen_in_training():
+    X, y = overlapping(1200)
+    X, y, Xt, yt = X[:1000], y[:1000], X[1000:], y[1000:]
+    query = np.where(yt == 0, 10, yt)  # class 0 plays a class never seen in training
+    codes = linear_predict(X, y, Xt, n_classes=10, query_codes=query, C=[1.0])
+    assert np.isinf(codes.true_rank[yt == 0]).all()
+    assert (codes.true_rank[codes.predictions == query] == 0).all()
+    assert (codes.true_rank[(codes.predictions != query) & (yt != 0)] >= 1).all()
+    assert (codes.predictions < 10).all()
+
+
+def test_non_convergence_is_reported():
+    X, y = overlapping(800)
+    result = linear_probe(X, y, X[:100], y[:100], C=[0.1, 10.0], max_iter=2, n_bootstrap=10)
+    assert any("did not converge" in note for note in result.predictions.warnings)
+    assert result.predictions.converged == (False, False)
+
+
+def test_tiny_training_set_without_validation_split_uses_C_1():
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.1, 0.9], [0.9, 0.2]])
+    y = np.array([0, 1, 0, 1])
+    predicted = linear_predict(X[:2], y[:2], X[2:], n_classes=2, query_codes=y[2:])
+    assert predicted.C == 1.0
+    assert "validation split" in predicted.warnings[0]
+    assert predicted.predictions.tolist() == [0, 1]
+
+
+def test_string_labels_and_bad_calls():
+    X, y = overlapping(400)
+    names = np.array([f"class-{i}" for i in range(10)])
+    named = linear_probe(X, names[y], X[:50], names[y[:50]], C=[1.0], n_bootstrap=10)
+    coded = linear_probe(X, y, X[:50], y[:50], C=[1.0], n_bootstrap=10)
+    assert named.to_dict() == coded.to_dict()
+    with pytest.raises(InputError, match="single class"):
+        linear_probe(X, np.zeros(400), X, np.zeros(400))
+    with pytest.raises(InputError, match="C values must be positive"):
+        linear_probe(X, y, X, y, C=[0.0, 1.0])
+    with pytest.raises(InputError, match="dimensions"):
+        linear_probe(X, y, X[:, :5], y)
