@@ -198,13 +198,17 @@ def test_same_seed_same_report(files, tmp_path):
     assert first == second
 
 
-def test_other_seed_other_split(files, tmp_path):
-    first = _evaluate_json(tmp_path / "a.json", files["emb"], files["labels"], "--seed", "0")
-    second = _evaluate_json(tmp_path / "b.json", files["emb"], files["labels"], "--seed", "1")
-    assert first["input"]["test_labels_sha256"] == second["input"]["test_labels_sha256"] or (
-        first["protocol"]["seed"] != second["protocol"]["seed"]
-    )
+def test_other_seed_other_split(tmp_path):
+    X, y = _blobs(0)
+    order = np.random.default_rng(5).permutation(y.size)  # interleave the classes
+    np.save(tmp_path / "emb.npy", X[order])
+    np.save(tmp_path / "labels.npy", y[order])
+    args = [tmp_path / "emb.npy", tmp_path / "labels.npy", "--k", "1"]
+    first = _evaluate_json(tmp_path / "a.json", *args, "--seed", "0")
+    second = _evaluate_json(tmp_path / "b.json", *args, "--seed", "1")
     assert first["protocol"]["seed"] == 0 and second["protocol"]["seed"] == 1
+    # the test labels, in sample order, differ when the holdout picks other samples
+    assert first["input"]["test_labels_sha256"] != second["input"]["test_labels_sha256"]
 
 
 def test_k_larger_than_data_is_dropped_with_warning(files, tmp_path):

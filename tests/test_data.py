@@ -120,11 +120,6 @@ def test_csv_with_header(tmp_path, X):
     np.testing.assert_allclose(result, X)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: data._read_table takes a numeric header row (pandas' default '0,1,2,...' from "
-    "DataFrame.to_csv(index=False)) for a data row, adding a spurious first sample",
-)
 def test_csv_with_pandas_default_header(tmp_path, X):
     path = tmp_path / "emb.csv"
     pd.DataFrame(X).to_csv(path, index=False)  # header line "0,1,2,3,4"
@@ -449,10 +444,6 @@ def test_labels_with_nan(tmp_path):
     assert "2 labels" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: data._text_labels turns a missing CSV cell (NaN) into the label 'nan'",
-)
 def test_labels_csv_with_missing_value(tmp_path):
     path = tmp_path / "y.csv"
     path.write_text("id,label\n1,a\n2,\n3,b\n")  # row 2 has no label

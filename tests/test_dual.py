@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import gaussian_classes
 
 import probekit
+from conftest import gaussian_classes
 from probekit import InputError, dual_probe, knn_probe, linear_probe
 from probekit.splits import stratified_holdout
 

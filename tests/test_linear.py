@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from conftest import gaussian_classes
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from conftest import gaussian_classes
 from probekit import linear_probe
 from probekit.errors import InputError
 from probekit.linear import DEFAULT_C_GRID, fit_logistic, linear_predict, standardize
@@ -116,3 +116,19 @@ def test_string_labels_and_bad_calls():
         linear_probe(X, y, X, y, C=[0.0, 1.0])
     with pytest.raises(InputError, match="dimensions"):
         linear_probe(X, y, X[:, :5], y)
+
+
+def test_lbfgs_solves_a_convex_quadratic():
+    from probekit.linear import lbfgs
+
+    rng = np.random.default_rng(0)
+    M = rng.normal(size=(30, 30))
+    A = M @ M.T + 0.5 * np.eye(30)
+    b = rng.normal(size=30)
+    x, n_iter, converged = lbfgs(lambda v: (0.5 * v @ A @ v - b @ v, A @ v - b), np.zeros(30),
+                                 tol=1e-9, ftol=0.0)
+    assert converged and n_iter < 200
+    np.testing.assert_allclose(x, np.linalg.solve(A, b), atol=1e-6)
+    _, n_iter, converged = lbfgs(lambda v: (0.5 * v @ A @ v - b @ v, A @ v - b), np.zeros(30),
+                                 tol=1e-10, ftol=0.0, max_iter=3)
+    assert n_iter == 3 and not converged

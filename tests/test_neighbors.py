@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from conftest import torch_available
 
+from conftest import torch_available
 from probekit import neighbors
 from probekit.errors import InputError
 

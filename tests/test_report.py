@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import gaussian_classes
 
+from conftest import gaussian_classes
 from probekit import Report, dual_probe
 from probekit.report import write_atomically
 

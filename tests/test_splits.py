@@ -18,7 +18,7 @@ def test_holdout_is_seeded():
     a = stratified_holdout(codes, seed=1)
     b = stratified_holdout(codes, seed=1)
     c = stratified_holdout(codes, seed=2)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[1], c[1])
 
 

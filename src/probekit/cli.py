@@ -54,7 +54,23 @@ class _Progress:
             click.echo("", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """A click group whose usage errors (bad option values, missing arguments) end like every
+    other error: one ``error: ...`` line on stderr and exit status 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # bare `probekit`: show the help
+                click.echo(error.format_message(), err=True)
+                sys.exit(error.exit_code)
+            _fail(error.format_message(), status=error.exit_code)
+        except click.Abort:
+            _fail("aborted", status=1)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="probekit")
 def cli():
     """How good is an embedding space? Linear + kNN dual probe with confidence intervals."""

@@ -111,7 +111,9 @@ def _load_npz(path: Path, key: str | None, preferred: tuple[str, ...], what: str
                 raise InputError(f"{path.name} holds no arrays")
             if key is not None:
                 if key not in names:
-                    raise InputError(f"{path.name} has no array '{key}' (it has: {', '.join(names)})")
+                    raise InputError(
+                        f"{path.name} has no array '{key}' (it has: {', '.join(names)})"
+                    )
                 chosen = key
             elif len(names) == 1:
                 chosen = names[0]
@@ -149,11 +151,16 @@ def _read_table(path: Path, *, header_detect: bool, header: int | None = None):
         if path.suffix.lower() == ".txt":
             return pd.read_csv(path, header=None, dtype=str, keep_default_na=False,
                                sep="\x1f", engine="python", skip_blank_lines=True)
-        frame = pd.read_csv(path, header=header, sep=separator,
-                            dtype=str if header is not None else None)
-        if header_detect and not _all_numeric(frame.iloc[:1]):
-            frame = pd.read_csv(path, header=0, sep=separator)
-        return frame
+        if header_detect:
+            first = pd.read_csv(path, header=None, sep=separator, nrows=1, dtype=str,
+                                keep_default_na=False).iloc[0].tolist()
+            header = 0 if _looks_like_header(first) else None
+            frame = pd.read_csv(path, header=header, sep=separator)
+            if header == 0 and str(frame.columns[0]).startswith("Unnamed: 0"):
+                frame = frame.iloc[:, 1:]  # the index column DataFrame.to_csv() writes
+            return frame
+        return pd.read_csv(path, header=header, sep=separator,
+                           dtype=str if header is not None else None)
     except InputError:
         raise
     except Exception as error:  # pandas raises many types for malformed files
@@ -161,16 +168,20 @@ def _read_table(path: Path, *, header_detect: bool, header: int | None = None):
         raise InputError(f"cannot read {path.name}: {message}") from None
 
 
-def _all_numeric(frame) -> bool:
-    import pandas as pd
-
-    return all(pd.api.types.is_numeric_dtype(dtype) for dtype in frame.dtypes)
+def _looks_like_header(cells: list[str]) -> bool:
+    """A first row is a header when a cell is not a number, or when it reads 0, 1, ..., D-1
+    (the column names pandas writes by default)."""
+    try:
+        values = [float(cell) for cell in cells]
+    except ValueError:
+        return True
+    return len(values) > 1 and values == list(range(len(values)))
 
 
 def _frame_to_matrix(frame, path: Path) -> np.ndarray:
     import pandas as pd
 
-    if frame.shape[1] == 1 and frame.dtypes.iloc[0] == object:
+    if frame.shape[1] == 1 and frame.dtypes.iloc[0].kind == "O":
         first = frame.iloc[0, 0]
         if isinstance(first, (list, tuple, np.ndarray)):  # parquet list column
             try:
@@ -204,6 +215,9 @@ def _pick_column(frame, column: str | None, path: Path) -> str:
 
 
 def _text_labels(series) -> np.ndarray:
+    missing = int(series.isna().sum()) + int((series.astype(str).str.strip() == "").sum())
+    if missing:
+        raise InputError(f"{missing} labels are missing (empty cells)")
     values = np.asarray(series.astype(str).str.strip().to_numpy(), dtype=str)
     if values.size and all(_INT_PATTERN.match(value) for value in values):
         return values.astype(np.int64)
@@ -284,7 +298,9 @@ def check_labels(y, *, name: str = "labels") -> np.ndarray:
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 1:
-        raise InputError(f"{name}: labels must be 1-D (one label per sample), got shape {array.shape}")
+        raise InputError(
+            f"{name}: labels must be 1-D (one label per sample), got shape {array.shape}"
+        )
     if array.size == 0:
         raise InputError(f"{name}: label vector is empty")
     if array.dtype == object:

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
 
 from probekit.data import check_embeddings, check_labels, encode_labels, row_chunks
 from probekit.errors import InputError
@@ -116,26 +115,98 @@ def fit_logistic(
     def loss_and_gradient(params: np.ndarray) -> tuple[float, np.ndarray]:
         coef = params[: dim * n_classes].reshape(dim, n_classes)
         intercept = params[dim * n_classes:]
-        logits = (X @ coef.astype(np.float32)).astype(np.float64) + intercept
-        probabilities, log_norm = _softmax(logits)
-        loss = np.mean(log_norm - logits[rows, y]) + 0.5 * penalty * np.sum(coef**2)
-        probabilities[rows, y] -= 1.0  # the residual P - Y, in place
-        probabilities /= n
-        grad_coef = (X.T @ probabilities.astype(np.float32)).astype(np.float64) + penalty * coef
-        return loss, np.concatenate([grad_coef.ravel(), probabilities.sum(axis=0)])
+        # float32 logits, shifted by their row maximum: the softmax and its residual stay in
+        # float32, the per-sample losses and every sum are accumulated in float64
+        logits = X @ coef.astype(np.float32)
+        logits += intercept.astype(np.float32)
+        logits -= logits.max(axis=1, keepdims=True)
+        true_logit = logits[rows, y].astype(np.float64)
+        np.exp(logits, out=logits)
+        total = logits.sum(axis=1, dtype=np.float64)
+        loss = np.mean(np.log(total) - true_logit) + 0.5 * penalty * np.sum(coef**2)
+        logits /= total[:, None].astype(np.float32)  # probabilities P
+        logits[rows, y] -= 1.0  # the residual P - Y, in place
+        logits *= np.float32(1.0 / n)
+        grad_coef = (X.T @ logits).astype(np.float64) + penalty * coef
+        return loss, np.concatenate([grad_coef.ravel(), logits.sum(axis=0, dtype=np.float64)])
 
     if init is None:
         start = np.zeros(dim * n_classes + n_classes)
     else:
         start = np.concatenate([init.coef.ravel(), init.intercept])
-    result = minimize(
-        loss_and_gradient, start, method="L-BFGS-B", jac=True,
-        options={"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps,
-                 "maxls": 50},
-    )
-    coef = result.x[: dim * n_classes].reshape(dim, n_classes)
-    return LogisticFit(coef, result.x[dim * n_classes:].copy(), int(result.nit),
-                       bool(result.status == 0))
+    solution, n_iter, converged = lbfgs(loss_and_gradient, start, max_iter=max_iter, tol=tol)
+    coef = solution[: dim * n_classes].reshape(dim, n_classes)
+    return LogisticFit(coef, solution[dim * n_classes:].copy(), n_iter, converged)
+
+
+def lbfgs(
+    fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    x0: np.ndarray,
+    *,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
+    memory: int = 10,
+    ftol: float = 64 * np.finfo(float).eps,
+) -> tuple[np.ndarray, int, bool]:
+    """Minimise a smooth convex ``fun(x) -> (value, gradient)`` by L-BFGS.
+
+    The two-loop recursion (Nocedal & Wright, *Numerical Optimization*, 2nd ed., Alg. 7.4) with
+    ``memory`` pairs and the scaling ``H0 = (s.y / y.y) I``, and a backtracking Armijo line
+    search (sufficient decrease c1 = 1e-4, safeguarded quadratic interpolation). Stops when
+    ``max |gradient| <= tol`` (the criterion of scipy's L-BFGS-B and so of scikit-learn), or
+    when the relative decrease of ``fun`` falls below ``ftol``. Pure numpy: its own overhead is
+    O(memory x len(x)) per iteration, negligible next to one evaluation of ``fun``.
+
+    Returns
+    -------
+    x, iterations, converged : the solution, the iterations made, and whether a stopping
+    criterion (not ``max_iter`` or a failed line search) ended the run.
+    """
+    x = np.array(x0, dtype=np.float64)
+    value, grad = fun(x)
+    pairs: list[tuple[np.ndarray, np.ndarray, float]] = []
+    for iteration in range(max_iter):
+        if np.abs(grad).max() <= tol:
+            return x, iteration, True
+        direction = -grad
+        alphas = []
+        for s, y, rho in reversed(pairs):
+            alpha = rho * (s @ direction)
+            direction -= alpha * y
+            alphas.append(alpha)
+        if pairs:
+            s, y, _ = pairs[-1]
+            direction *= (s @ y) / (y @ y)
+        else:
+            direction /= max(1.0, np.linalg.norm(direction))
+        for (s, y, rho), alpha in zip(pairs, reversed(alphas), strict=True):
+            direction += (alpha - rho * (y @ direction)) * s
+        slope = grad @ direction
+        if slope >= 0:  # not a descent direction (numerical trouble): restart from -grad
+            pairs.clear()
+            direction, slope = -grad, -(grad @ grad)
+        step = 1.0
+        for _ in range(40):
+            new_x = x + step * direction
+            new_value, new_grad = fun(new_x)
+            if new_value <= value + 1e-4 * step * slope:
+                break
+            curvature = new_value - value - step * slope
+            shrink = -slope * step / (2.0 * curvature) if curvature > 0 else 0.5
+            step *= float(np.clip(shrink, 0.1, 0.5))
+        else:
+            return x, iteration, False
+        s, y = new_x - x, new_grad - grad
+        sy = s @ y
+        if sy > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):
+            pairs.append((s, y, 1.0 / sy))
+            if len(pairs) > memory:
+                pairs.pop(0)
+        decrease = (value - new_value) / max(abs(value), abs(new_value), 1.0)
+        x, value, grad = new_x, new_value, new_grad
+        if decrease <= ftol:
+            return x, iteration + 1, True
+    return x, max_iter, bool(np.abs(grad).max() <= tol)
 
 
 def _softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,7 +314,7 @@ def linear_predict(
         best = max(range(len(grid)), key=lambda i: (val_accuracy[i], -val_loss[i]))
         chosen, start = grid[best], fits[best]
         if not all(converged):
-            slow = ", ".join(f"{c:g}" for c, ok in zip(grid, converged) if not ok)
+            slow = ", ".join(f"{c:g}" for c, ok in zip(grid, converged, strict=True) if not ok)
             notes.append(f"linear probe: L-BFGS did not converge in {max_iter} iterations "
                          f"for C = {slow} (raise max_iter)")
     final = fit_logistic(train, train_codes, n_classes=n_classes, C=chosen, init=start,
