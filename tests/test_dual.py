@@ -149,3 +149,20 @@ def test_memory_mapped_float64_input(tmp_path, blobs):
     from_map = dual_probe(mapped, y)
     in_memory = dual_probe(X.astype(np.float64), y)
     assert from_map.knn == in_memory.knn and from_map.linear == in_memory.linear
+
+
+def test_import_and_cpu_run_do_not_import_torch_or_umap():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, probekit\n"
+        "assert 'torch' not in sys.modules and 'umap' not in sys.modules\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.normal(size=(60, 4)); y = np.arange(60) % 3\n"
+        "probekit.dual_probe(X, y, k=(1, 3))\n"
+        "import os\n"
+        "if not os.path.exists('/dev/nvidiactl'):\n"
+        "    assert 'torch' not in sys.modules, 'auto backend imported torch on a CPU machine'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

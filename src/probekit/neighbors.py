@@ -16,6 +16,7 @@ so that "larger is nearer" holds for every metric.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -78,17 +79,19 @@ def prepare_vectors(X: np.ndarray, rows: np.ndarray | None = None, *, metric: st
 
 
 def available_backends() -> list[str]:
-    """Backends that can run on this machine, best first."""
+    """Backends that can run on this machine, best first (torch on CUDA before faiss-cpu,
+    torch on a CPU after it)."""
     found = []
     faiss = _import_faiss()
     if faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
         found.append("faiss-gpu")
     torch = _import_torch()
-    if torch is not None and torch.cuda.is_available():
+    cuda = torch is not None and _nvidia_device_present() and torch.cuda.is_available()
+    if cuda:
         found.append("torch")
     if faiss is not None:
         found.append("faiss-cpu")
-    if torch is not None and "torch" not in found:
+    if torch is not None and not cuda:
         found.append("torch")
     found.append("numpy")
     return found
@@ -96,14 +99,21 @@ def available_backends() -> list[str]:
 
 def resolve_backend(backend: str = "auto") -> str:
     """The concrete backend ``backend`` names; ``"auto"`` picks the best available one, except
-    that torch on a CPU is only used when asked for by name."""
+    that torch on a CPU is only used when asked for by name. On a machine without an NVIDIA
+    device ``"auto"`` never imports torch (importing it costs seconds)."""
     if backend not in BACKENDS:
         raise InputError(f"unknown search backend '{backend}': choose one of {', '.join(BACKENDS)}")
-    found = available_backends()
     if backend == "auto":
-        torch = _import_torch()
-        cpu_only_torch = torch is None or not torch.cuda.is_available()
-        return next(b for b in found if not (b == "torch" and cpu_only_torch))
+        faiss = _import_faiss()
+        if faiss is not None and hasattr(faiss, "StandardGpuResources") \
+                and faiss.get_num_gpus() > 0:
+            return "faiss-gpu"
+        if _nvidia_device_present():
+            torch = _import_torch()
+            if torch is not None and torch.cuda.is_available():
+                return "torch"
+        return "faiss-cpu" if faiss is not None else "numpy"
+    found = available_backends()
     if backend not in found:
         extra = {"faiss-cpu": "pip install faiss-cpu", "faiss-gpu": "pip install 'probekit[gpu]' "
                  "on a machine with a CUDA GPU", "torch": "pip install 'probekit[tuner]'"}[backend]
@@ -247,6 +257,11 @@ def _search_torch(queries, database, k, metric, name, progress):
         if progress:
             progress(stop, n)
     return sims, idx
+
+
+def _nvidia_device_present() -> bool:
+    """Cheap test for an NVIDIA GPU (device node or driver), made before importing torch."""
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")
 
 
 def _import_faiss():

@@ -123,6 +123,8 @@ class Report:
             f"{info['n_classes']} classes; split: {_split_text(protocol)}; metric: "
             f"{protocol['metric']}; seed {protocol['seed']}.",
             "",
+            f"Classes: {_classes_text(info)}.",
+            "",
             "| probe | setting | accuracy | 95% CI | balanced acc. | macro-F1 |"
             + (" top-5 |" if "top5_accuracy" in self.linear else ""),
             "|---|---|---|---|---|---|" + ("---|" if "top5_accuracy" in self.linear else ""),
@@ -186,6 +188,14 @@ def _table_row(probe: str, setting: str, scores: dict) -> str:
     if "top5_accuracy" in scores:
         cells.append(_percent(scores["top5_accuracy"]))
     return "| " + " | ".join(cells) + " |"
+
+
+def _classes_text(info: dict, shown: int = 20) -> str:
+    """Class names with their train/test counts, the first ``shown`` of them."""
+    names = [f"{name} ({train}/{test})" for name, train, test in zip(
+        info["classes"], info["train_class_counts"], info["test_class_counts"], strict=True)]
+    more = f", and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more + " (train/test counts)"
 
 
 def _c_text(linear: dict) -> str:
