@@ -1,0 +1,186 @@
+"""Class-structure diagnostics from streamed per-class sums (no N x N matrix anywhere).
+
+Two passes over the rows, in float64: the first sums rows (raw and L2-normalised) per class, the
+second sums the residuals ``z - mu_y`` (scatter, spread, their projection on the directions of
+the class means) and classifies every row by its nearest class mean. Every diagnostic below is
+an exact function of those sums.
+
+Notation (``geometry-reference.md``): ẑ = z/‖z‖, S = Σ ẑᵢ, S_c = Σ_{i∈c} ẑᵢ, μ_c the class
+means of the raw rows, μ_G the unweighted mean of the class means, M̃ = [μ_c − μ_G] (C x D).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from probekit.data import row_chunks
+
+
+@dataclass(frozen=True)
+class ClassSums:
+    """Sufficient statistics of one pass (raw sums ``sums``, normalised sums ``unit_sums``)."""
+
+    counts: np.ndarray  # (C,) int64
+    sums: np.ndarray  # (C, D) float64
+    unit_sums: np.ndarray  # (C, D) float64
+
+
+@dataclass(frozen=True)
+class Residuals:
+    """Second-pass statistics: per class Σ‖z − μ_c‖² (``scatter``) and Σ‖z − μ_c‖
+    (``spread``); Σᵢ ((zᵢ − μ_yᵢ)·v_k)² for the right singular vectors v_k of M̃
+    (``projected``); and each row's nearest class mean (``nearest``)."""
+
+    scatter: np.ndarray
+    spread: np.ndarray
+    projected: np.ndarray
+    nearest: np.ndarray
+
+
+def _one_hot(codes: np.ndarray, n_classes: int):
+    return sparse.csr_matrix(
+        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_classes, len(codes))
+    )
+
+
+def _blocks(X: np.ndarray):
+    for start, stop in row_chunks(*X.shape):
+        yield start, stop, np.asarray(X[start:stop], dtype=np.float64)
+
+
+def _unit(block: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(block, axis=1, keepdims=True)
+    return block / np.where(norms == 0, 1.0, norms)
+
+
+def class_sums(X: np.ndarray, codes: np.ndarray, n_classes: int) -> ClassSums:
+    """Per-class sums of the rows and of the L2-normalised rows (float64, streamed)."""
+    dim = X.shape[1]
+    sums = np.zeros((n_classes, dim))
+    unit_sums = np.zeros((n_classes, dim))
+    for start, stop, block in _blocks(X):
+        hot = _one_hot(codes[start:stop], n_classes)
+        sums += hot @ block
+        unit_sums += hot @ _unit(block)
+    return ClassSums(np.bincount(codes, minlength=n_classes), sums, unit_sums)
+
+
+def mean_directions(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values ``s`` and right singular vectors ``V`` (D x r) of the centred class means
+    M̃, keeping ``s_k > 1e-10 s_max``."""
+    centred = means - means.mean(axis=0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    keep = singular > 1e-10 * max(singular.max(initial=0.0), np.finfo(float).tiny)
+    return singular[keep], vt[keep].T
+
+
+def residuals(X: np.ndarray, codes: np.ndarray, means: np.ndarray,
+              directions: np.ndarray) -> Residuals:
+    """Second pass: scatter, spread and projected scatter of ``z − μ_y``, and nearest means."""
+    n_classes = means.shape[0]
+    scatter, spread = np.zeros(n_classes), np.zeros(n_classes)
+    projected = np.zeros(directions.shape[1])
+    nearest = np.empty(X.shape[0], dtype=np.int64)
+    half_norms = 0.5 * np.einsum("cd,cd->c", means, means)
+    for start, stop, block in _blocks(X):
+        labels = codes[start:stop]
+        residual = block - means[labels]
+        squared = np.einsum("ij,ij->i", residual, residual)
+        scatter += np.bincount(labels, weights=squared, minlength=n_classes)
+        spread += np.bincount(labels, weights=np.sqrt(squared), minlength=n_classes)
+        projected += ((residual @ directions) ** 2).sum(axis=0)
+        nearest[start:stop] = (block @ means.T - half_norms).argmax(axis=1)
+    return Residuals(scatter, spread, projected, nearest)
+
+
+def similarity_means(sums: ClassSums) -> dict[str, float]:
+    """Exact mean cosines of same-class and different-class pairs and what follows from them.
+
+    ``s_in = Σ_c(‖S_c‖² − n_c)/Σ_c n_c(n_c − 1)``,
+    ``s_out = (‖S‖² − Σ_c‖S_c‖²)/(N² − Σ_c n_c²)``, ``alignment = 2 − 2 s_in`` (Wang & Isola
+    2020, α = 2: the mean of ‖ẑᵢ − ẑⱼ‖² over same-class pairs, range [0, 4], low is good).
+    """
+    n = sums.counts.astype(np.float64)
+    squared = np.einsum("cd,cd->c", sums.unit_sums, sums.unit_sums)
+    total = sums.unit_sums.sum(axis=0)
+    same_pairs = np.sum(n * (n - 1))
+    other_pairs = n.sum() ** 2 - np.sum(n**2)
+    out = {}
+    if same_pairs > 0:
+        s_in = float((squared.sum() - n.sum()) / same_pairs)
+        out["alignment"] = 2.0 - 2.0 * s_in
+        out["intra_class_similarity"] = s_in
+    if other_pairs > 0:
+        out["inter_class_similarity"] = float((total @ total - squared.sum()) / other_pairs)
+    if len(out) == 3:
+        out["similarity_gap"] = out["intra_class_similarity"] - out["inter_class_similarity"]
+    return out
+
+
+def anisotropy(unit_total: np.ndarray, n: int) -> dict[str, float]:
+    """Mean cosine of distinct pairs ``(N‖m‖² − 1)/(N − 1)`` with ``m = S/N`` (exact, O(ND);
+    ≈ 0 is good, 1 means every vector points the same way) and ``mean_norm = ‖m‖``."""
+    mean = unit_total / n
+    squared = float(mean @ mean)
+    return {"anisotropy": (n * squared - 1.0) / (n - 1.0) if n > 1 else 0.0,
+            "mean_norm": float(np.sqrt(squared))}
+
+
+def neural_collapse(sums: ClassSums, res: Residuals, singular: np.ndarray) -> dict[str, float]:
+    """NC1, CDNV and the NC2 terms (Papyan, Han & Donoho 2020; Galanti et al. 2022).
+
+    - ``nc1 = (1/C) tr(Σ_W Σ_B⁺) = Σ_k (v_kᵀ Σ_W v_k) / s_k²`` with M̃ = U S Vᵀ (no D x D
+      pseudo-inverse); 0 is perfect collapse, low is good.
+    - ``cdnv = mean_{c<c'} (V_c + V_c') / (2‖μ_c − μ_c'‖²)``, ``V_c = E‖z − μ_c‖²``; low is good.
+    - ``nc2_equinorm`` = std/mean of ‖μ̃_c‖; ``nc2_equiangularity`` = std of cos(μ̃_c, μ̃_c');
+      ``etf_error = ‖M̃M̃ᵀ/‖M̃M̃ᵀ‖_F − (I − 11ᵀ/C)/√(C − 1)‖_F``; all 0 for a simplex ETF.
+    """
+    n = sums.counts.astype(np.float64)
+    means = sums.sums / n[:, None]
+    n_classes = len(n)
+    out = {"nc1": float(np.sum(res.projected / n.sum() / singular**2))}
+    variances = res.scatter / n
+    upper = np.triu_indices(n_classes, k=1)
+    gaps = means[:, None, :] - means[None, :, :]
+    distances = np.einsum("abd,abd->ab", gaps, gaps)[upper]
+    out["cdnv"] = float(np.mean((variances[upper[0]] + variances[upper[1]]) / (2 * distances)))
+    centred = means - means.mean(axis=0)
+    norms = np.linalg.norm(centred, axis=1)
+    out["nc2_equinorm"] = float(norms.std() / norms.mean())
+    cosines = (centred @ centred.T) / np.outer(norms, norms)
+    out["nc2_equiangularity"] = float(cosines[upper].std())
+    gram = centred @ centred.T
+    etf = (np.eye(n_classes) - 1.0 / n_classes) / np.sqrt(n_classes - 1)
+    out["etf_error"] = float(np.linalg.norm(gram / np.linalg.norm(gram) - etf))
+    return out
+
+
+def cluster_indices(sums: ClassSums, res: Residuals) -> dict[str, float]:
+    """Davies–Bouldin and Calinski–Harabasz on the raw rows, exactly as scikit-learn.
+
+    DB = mean_c max_{c'≠c} (s_c + s_c')/‖μ_c − μ_c'‖ with s_c the mean distance to the centroid
+    (low is good); CH = [tr B/(C − 1)] / [tr W/(N − C)] (high is good). Degenerate cases follow
+    scikit-learn: DB = 0 when all spreads or all centroid distances vanish, CH = 1 when tr W = 0.
+    References: Davies & Bouldin 1979; Caliński & Harabasz 1974.
+    """
+    n = sums.counts.astype(np.float64)
+    means = sums.sums / n[:, None]
+    n_total, n_classes = n.sum(), len(n)
+    spread = res.spread / n
+    distances = np.linalg.norm(means[:, None, :] - means[None, :, :], axis=2)
+    if np.allclose(spread, 0) or np.allclose(distances, 0):
+        out = {"davies_bouldin": 0.0}  # scikit-learn's convention for degenerate clusterings
+    else:
+        distances[distances == 0] = np.inf  # the diagonal and coincident centroids score 0
+        ratio = (spread[:, None] + spread[None, :]) / distances
+        out = {"davies_bouldin": float(np.mean(ratio.max(axis=1)))}
+    overall = sums.sums.sum(axis=0) / n_total
+    between = float(np.sum(n * np.sum((means - overall) ** 2, axis=1)))
+    within = float(res.scatter.sum())
+    # scikit-learn returns 1.0 when every class has collapsed onto its mean (within = 0)
+    out["calinski_harabasz"] = (between * (n_total - n_classes) / (within * (n_classes - 1))
+                                if within > 0 else 1.0)
+    return out
