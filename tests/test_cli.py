@@ -412,3 +412,21 @@ def test_console_script_bad_file(tmp_path):
     lines = completed.stderr.splitlines()
     assert len(lines) == 1, completed.stderr
     assert lines[0].startswith("error: ") and "pickled" in lines[0]
+
+
+@pytest.mark.parametrize("option", [
+    ["--bootstrap", "0"], ["--seed", "-1"], ["--temperature", "nan"], ["--c-grid", "inf"],
+    ["--folds", "0"], ["--max-iter", "0"], ["--val-size", "0"], ["--tol", "0"],
+])
+def test_out_of_range_options_are_one_line_errors(files, option):
+    result = _runner().invoke(cli, ["evaluate", str(files["emb"]), str(files["labels"]),
+                                    *option])
+    _assert_one_error_line(result, 2)
+
+
+def test_headerless_csv_labels_get_a_hint(files, tmp_path):
+    labels = np.load(files["labels"])
+    path = tmp_path / "labels.csv"
+    path.write_text("\n".join(map(str, labels)) + "\n")
+    result = _runner().invoke(cli, ["evaluate", str(files["emb"]), str(path)])
+    _assert_one_error_line(result, 2, "need a header row")

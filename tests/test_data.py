@@ -201,10 +201,19 @@ def test_labels_npy_column_is_flattened(tmp_path):
 
 def test_labels_txt_integers(tmp_path):
     path = tmp_path / "y.txt"
-    path.write_text("3\n1\n-2\n+4\n")
+    path.write_text("3\n1\n-2\n4\n")
     result = load_labels(path)
     assert result.dtype == np.int64
     np.testing.assert_array_equal(result, [3, 1, -2, 4])
+
+
+@pytest.mark.parametrize("text", ["007\n1\n2\n", "+4\n1\n", "01\n1\n"])
+def test_labels_txt_integers_that_do_not_round_trip_stay_names(tmp_path, text):
+    path = tmp_path / "y.txt"
+    path.write_text(text)
+    result = load_labels(path)
+    assert result.dtype.kind == "U"
+    assert result.tolist() == text.split()  # "01" and "1" stay two classes
 
 
 def test_labels_txt_strings(tmp_path):
@@ -566,9 +575,20 @@ def test_encode_no_test_only_classes():
     np.testing.assert_array_equal(encoding.test, [2, 2, 0])
 
 
-def test_encode_mixed_string_train_integer_test():
-    _raises_one_line("strings", encode_labels, np.array(["a", "b"]), np.array([1, 2]))
-    _raises_one_line("strings", encode_labels, np.array([1, 2]), np.array(["a", "b"]))
+def test_encode_mixed_kinds_compare_as_strings():
+    encoding = encode_labels(np.array(["0", "1", "other"]), np.array([1, 0, 1]))
+    assert encoding.class_names == ["0", "1", "other"]
+    np.testing.assert_array_equal(encoding.test, [1, 0, 1])
+    encoding = encode_labels(np.array([1, 2]), np.array(["2", "3"]))
+    assert encoding.class_names == ["1", "2", "3"] and encoding.n_train_classes == 2
+    np.testing.assert_array_equal(encoding.test, [1, 2])
+
+
+def test_byte_string_labels_are_decoded():
+    labels = check_labels(np.array([b"dog", b"cat"]))
+    assert labels.dtype.kind == "U" and labels.tolist() == ["dog", "cat"]
+    encoding = encode_labels(np.array(["a", "b"]), check_labels(np.array([b"a", b"b"])))
+    assert encoding.class_names == ["a", "b"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -166,3 +166,30 @@ def test_import_and_cpu_run_do_not_import_torch_or_umap():
         "    assert 'torch' not in sys.modules, 'auto backend imported torch on a CPU machine'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_zero_rows_are_counted_over_the_whole_input():
+    X, y = gaussian_classes(60, 8, 3, seed=8)
+    X[:5] = 0
+    with pytest.raises(InputError, match="embeddings: 5 of 60 rows are all zeros"):
+        dual_probe(X, y)
+    with pytest.raises(InputError, match="test embeddings: 5 of 60 rows"):
+        dual_probe(gaussian_classes(60, 8, 3, seed=9)[0], y, X_test=X, y_test=y)
+    assert dual_probe(X, y, metric="euclidean", k=(1,)).knn["backend"]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n_bootstrap": 0}, "bootstrap"), ({"seed": -1}, "seed"), ({"folds": 0}, "folds"),
+    ({"temperature": float("nan")}, "temperature"), ({"C": [float("inf")]}, "finite"),
+    ({"max_iter": 0}, "max_iter"), ({"val_size": 0.0}, "validation size"),
+])
+def test_out_of_range_parameters(blobs, kwargs, message):
+    X, y = blobs
+    with pytest.raises(InputError, match=message):
+        dual_probe(X, y, **kwargs)
+
+
+def test_kfold_summary_line():
+    X, y = gaussian_classes(240, 6, 3, seed=10)
+    text = dual_probe(X, y, folds=4, k=(1,)).to_markdown()
+    assert "240 samples in 4 folds (180 train / 60 test per fold)" in text

@@ -132,3 +132,42 @@ def test_lbfgs_solves_a_convex_quadratic():
     _, n_iter, converged = lbfgs(lambda v: (0.5 * v @ A @ v - b @ v, A @ v - b), np.zeros(30),
                                  tol=1e-10, ftol=0.0, max_iter=3)
     assert n_iter == 3 and not converged
+
+
+def test_top5_rank_counts_exact_ties_like_argmax():
+    X = np.ones((200, 8), dtype=np.float32)  # a collapsed encoder: every score ties
+    y = np.arange(200) % 10
+    result = linear_probe(X, y, X[:100], y[:100], C=[1.0], n_bootstrap=10)
+    assert result.scores.accuracy == pytest.approx(0.1)
+    assert result.scores.top5_accuracy == pytest.approx(0.5)  # chance, not 1.0
+
+
+def test_few_samples_per_dimension_agree_with_scikit_learn_at_tight_tolerance():
+    # 25 classes, 512 dimensions, 120 samples per class: the loss is flat near its minimum, so
+    # solvers stopped at tol=1e-4 land on path-dependent points; at 1e-6 both find the optimum
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(25, 512)) * 0.12
+    y = rng.integers(0, 25, 4500)
+    X = (centres[y] + rng.normal(size=(4500, 512)) * np.linspace(0.2, 5, 512) + 3)
+    X = X.astype(np.float32)
+    ours = linear_probe(X[:3000], y[:3000], X[3000:], y[3000:], C=[10.0], tol=1e-6,
+                        n_bootstrap=10)
+    scaler = StandardScaler().fit(X[:3000])
+    model = LogisticRegression(C=10.0, tol=1e-6, max_iter=5000)
+    theirs = model.fit(scaler.transform(X[:3000]), y[:3000]).score(
+        scaler.transform(X[3000:]), y[3000:])
+    assert abs(ours.scores.accuracy - theirs) <= 0.005
+
+
+def test_sweep_standardises_with_the_fit_part_only():
+    # a feature whose scale differs between the fit part and the validation rows: the sweep
+    # must not see validation statistics, so its scores equal a manual fit-part-only sweep
+    X, y = overlapping(600)
+    predicted = linear_predict(X, y, X[:50], n_classes=10, C=[0.1, 1.0])
+    from probekit.splits import stratified_holdout
+
+    fit, val = stratified_holdout(y, test_size=0.1, seed=0)
+    fit_x, val_x = standardize(X, X, train_rows=fit, test_rows=val)
+    first = fit_logistic(fit_x, y[fit], n_classes=10, C=0.1)
+    expected = np.mean(first.decision_scores(val_x).argmax(axis=1) == y[val])
+    assert predicted.val_accuracy[0] == pytest.approx(expected)

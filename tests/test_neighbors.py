@@ -70,7 +70,7 @@ def test_exclude_self_with_more_duplicates_than_k(backend):
 def test_zero_rows_under_cosine_are_named():
     X = np.ones((5, 3))
     X[[1, 3]] = 0
-    with pytest.raises(InputError, match="2 embedding rows are all zeros"):
+    with pytest.raises(InputError, match="2 of 5 rows are all zeros"):
         neighbors.prepare_vectors(X, metric="cosine")
     assert neighbors.prepare_vectors(X, metric="euclidean").dtype == np.float32
 
@@ -114,3 +114,15 @@ def test_torch_on_cuda_when_present():
     found = neighbors.search(database[:100], database, 10, backend="torch")
     ref = neighbors.search(database[:100], database, 10, backend="numpy")
     np.testing.assert_array_equal(found.indices, ref.indices)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_euclidean_is_exact_on_data_far_from_the_origin(backend):
+    rng = np.random.default_rng(6)
+    database = rng.normal(size=(400, 16)) + 3000.0
+    queries = rng.normal(size=(50, 16)) + 3000.0
+    found = neighbors.search(neighbors.prepare_vectors(queries, metric="euclidean"),
+                             neighbors.prepare_vectors(database, metric="euclidean"), 5,
+                             metric="euclidean", backend=backend)
+    _, ref_idx = brute_force(queries, database, 5, "euclidean")
+    assert np.mean(found.indices[:, 0] == ref_idx[:, 0]) > 0.95

@@ -15,7 +15,7 @@ import click
 from probekit import __version__
 from probekit.errors import InputError
 from probekit.knn import DEFAULT_K, DEFAULT_TEMPERATURE
-from probekit.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_VAL_SIZE
+from probekit.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
 from probekit.neighbors import BACKENDS, METRICS
 
 
@@ -87,24 +87,32 @@ def cli():
               callback=_number_list(int), help="Comma-separated k values of the kNN probe.")
 @click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True,
               help="Similarity of the kNN probe.")
-@click.option("--temperature", type=float, default=DEFAULT_TEMPERATURE, show_default=True,
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_TEMPERATURE, show_default=True,
               help="T of the weighted kNN vote exp(sim / T).")
 @click.option("--loo", is_flag=True,
               help="kNN leave-one-out over all samples (each classified by the others).")
-@click.option("--test-size", type=float, default=0.2, show_default=True,
+@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.2, show_default=True,
               help="Test fraction of the stratified holdout split.")
-@click.option("--folds", type=int, default=None, help="Stratified k-fold instead of a holdout.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--folds", type=click.IntRange(min=2), default=None,
+              help="Stratified k-fold instead of a holdout.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
               help="Seed of the splits and the bootstrap.")
 @click.option("--c-grid", default=None, callback=_number_list(float),
               help="Comma-separated C values of the linear probe [default: 1e-4 ... 1e4, 9].")
-@click.option("--val-size", type=float, default=DEFAULT_VAL_SIZE, show_default=True,
+@click.option("--val-size", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=DEFAULT_VAL_SIZE, show_default=True,
               help="Validation fraction of train used to choose C.")
-@click.option("--max-iter", type=int, default=DEFAULT_MAX_ITER, show_default=True,
-              help="L-BFGS iterations per logistic-regression fit.")
+@click.option("--max-iter", type=click.IntRange(min=1), default=DEFAULT_MAX_ITER,
+              show_default=True, help="L-BFGS iterations per logistic-regression fit.")
+@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TOL,
+              show_default=True, help="L-BFGS gradient tolerance (scikit-learn's default; "
+              "lower it for few samples per dimension).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="Neighbour-search backend.")
-@click.option("--bootstrap", "n_bootstrap", type=int, default=1000, show_default=True,
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=1), default=1000,
+              show_default=True,
               help="Bootstrap resamples of each accuracy CI.")
 @click.option("--key", default=None, help="Array name inside .npz embedding files.")
 @click.option("--label-key", default=None, help="Array name inside .npz label files.")
@@ -113,7 +121,7 @@ def cli():
               help="Write the full report as JSON here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temperature, loo,
-             test_size, folds, seed, c_grid, val_size, max_iter, backend, n_bootstrap, key,
+             test_size, folds, seed, c_grid, val_size, max_iter, tol, backend, n_bootstrap, key,
              label_key, label_column, out, quiet):
     """Run the dual probe on EMBEDDINGS (N x D: .npy .npz .csv .tsv .parquet) and LABELS
     (N labels: .npy .npz .txt .csv .tsv .parquet) and print the summary."""
@@ -126,6 +134,7 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
             raise InputError("give --test-embeddings and --test-labels together")
         X = load_embeddings(embeddings, key=key)
         y = load_labels(labels, key=label_key, column=label_column)
+        _check_header_row(X, y, labels)
         X_test = y_test = None
         if test_embeddings is not None:
             X_test = load_embeddings(test_embeddings, key=key)
@@ -134,7 +143,7 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
             X, y, X_test=X_test, y_test=y_test, k=k, metric=metric, temperature=temperature,
             loo=loo, C=c_grid or DEFAULT_C_GRID, val_size=val_size, test_size=test_size,
             folds=folds, seed=seed, backend=backend, n_bootstrap=n_bootstrap,
-            max_iter=max_iter, progress=progress,
+            max_iter=max_iter, tol=tol, progress=progress,
         )
         progress.close()
         files = {"embeddings": embeddings, "labels": labels, "test_embeddings": test_embeddings,
@@ -152,6 +161,13 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
     click.echo(report.to_markdown(), nl=False)
     if out is not None and not quiet:
         click.echo(f"report written to {out}", err=True)
+
+
+def _check_header_row(X, y, labels: Path) -> None:
+    """A headerless .csv of labels loses its first label to the header: say so."""
+    if labels.suffix.lower() in (".csv", ".tsv") and len(y) == X.shape[0] - 1:
+        raise InputError(f"{labels.name} has one label fewer than the embeddings have rows: "
+                         ".csv/.tsv labels need a header row (or use .txt, one label per line)")
 
 
 def _describe_file(path: Path) -> dict:

@@ -58,7 +58,8 @@ def load_labels(
     (one label per line), ``.csv``/``.tsv``/``.parquet`` (a header row; the only column, the one
     named ``column``, or one called ``label``/``labels``/``y``).
 
-    Text labels that are all integers become ``int64``; anything else stays a string.
+    Text labels that are all plain integers (``"12"``, not ``"012"``) become ``int64``; anything
+    else stays a string.
     """
     path = _existing_file(path, LABEL_SUFFIXES, "labels")
     suffix = path.suffix.lower()
@@ -219,8 +220,9 @@ def _text_labels(series) -> np.ndarray:
     if missing:
         raise InputError(f"{missing} labels are missing (empty cells)")
     values = np.asarray(series.astype(str).str.strip().to_numpy(), dtype=str)
-    if values.size and all(_INT_PATTERN.match(value) for value in values):
-        return values.astype(np.int64)
+    if values.size and all(_INT_PATTERN.match(value) and str(int(value)) == value
+                           for value in values):
+        return values.astype(np.int64)  # "007" or "+4" stay strings: names are kept as written
     return values
 
 
@@ -303,6 +305,11 @@ def check_labels(y, *, name: str = "labels") -> np.ndarray:
         )
     if array.size == 0:
         raise InputError(f"{name}: label vector is empty")
+    if array.dtype.kind == "S":
+        try:
+            array = np.char.decode(array, "utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{name}: byte-string labels are not valid UTF-8") from None
     if array.dtype == object:
         if all(isinstance(value, str) for value in array):
             array = array.astype(str)
@@ -316,7 +323,7 @@ def check_labels(y, *, name: str = "labels") -> np.ndarray:
             raise InputError(
                 f"{name}: {int(np.count_nonzero(~np.isfinite(array)))} labels are NaN or infinite"
             )
-    elif not (np.issubdtype(array.dtype, np.integer) or array.dtype.kind in "USb"):
+    elif not (np.issubdtype(array.dtype, np.integer) or array.dtype.kind in "Ub"):
         raise InputError(f"{name}: labels must be integers or strings, got dtype {array.dtype}")
     return array
 
@@ -341,14 +348,16 @@ class LabelEncoding:
 
 
 def encode_labels(y_train: np.ndarray, y_test: np.ndarray | None = None) -> LabelEncoding:
-    """Map labels to codes ``0..C-1``, train classes first (see :class:`LabelEncoding`)."""
+    """Map labels to codes ``0..C-1``, train classes first (see :class:`LabelEncoding`).
+
+    When one side holds numbers and the other strings, both are compared as strings (so the
+    integer 3 and the text "3" are one class)."""
     train_classes, train_codes = np.unique(y_train, return_inverse=True)
     if y_test is None:
         return LabelEncoding(train_codes.astype(np.int64), None, train_classes, len(train_classes))
-    if _label_kind(y_train) != _label_kind(y_test):
-        raise InputError(
-            f"train labels are {_label_kind(y_train)}s but test labels are {_label_kind(y_test)}s"
-        )
+    if _label_kind(y_train) != _label_kind(y_test):  # e.g. ints from .npy, strings from .txt
+        y_train, y_test = y_train.astype(str), y_test.astype(str)
+        train_classes, train_codes = np.unique(y_train, return_inverse=True)
     test_only = np.setdiff1d(np.unique(y_test), train_classes)
     classes = np.concatenate([train_classes, test_only]) if test_only.size else train_classes
     order = np.argsort(classes, kind="stable")

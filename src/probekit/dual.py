@@ -38,7 +38,7 @@ from probekit.linear import (
     linear_predict,
 )
 from probekit.metrics import bootstrap_ci, classification_scores
-from probekit.neighbors import check_metric, prepare_vectors
+from probekit.neighbors import check_metric, check_no_zero_rows, prepare_vectors
 from probekit.report import SCORE_KEYS, Report
 from probekit.splits import check_class_sizes, stratified_holdout, stratified_kfold
 
@@ -126,6 +126,16 @@ def dual_probe(
                              f"embeddings have {X_test.shape[1]}")
     if loo and folds:
         raise InputError("choose leave-one-out or k-fold, not both")
+    if folds is not None and folds < 2:
+        raise InputError(f"folds must be at least 2, got {folds}")
+    if n_bootstrap < 1:
+        raise InputError(f"bootstrap resamples must be at least 1, got {n_bootstrap}")
+    if not 0 <= seed < 2**32:
+        raise InputError(f"seed must be in [0, 2**32), got {seed}")
+    if metric == "cosine":  # count over whole inputs, before any split
+        check_no_zero_rows(X, name="embeddings")
+        if X_test is not None:
+            check_no_zero_rows(X_test, name="test embeddings")
 
     encoding = encode_labels(y, y_test)
     names = encoding.class_names
@@ -199,7 +209,8 @@ def dual_probe(
         "C_grid": list(linear_runs[0][0].C_grid), "val_size": val_size,
         "C_selection": "best accuracy on a stratified validation split of train "
                        "(ties: lower validation cross-entropy); refit on all of train",
-        "solver": "multinomial logistic regression, L-BFGS (scipy), float32 products",
+        "solver": "multinomial logistic regression, L-BFGS (probekit.linear.lbfgs), "
+                  "float32 products",
         "max_iter": max_iter, "tol": tol,
         "bootstrap": {"resamples": n_bootstrap, "level": 0.95, "seed": seed},
         "backend": {"knn": knn["backend"], "linear": "numpy"},
@@ -220,8 +231,6 @@ def _make_units(X, X_test, encoding, *, folds, test_size, seed) -> tuple[list[_U
         unit = _Unit(None, X_test, None, encoding.train, encoding.test)
         return [unit], {"split": "given", "seed": seed}
     if folds:
-        if folds < 2:
-            raise InputError(f"--folds must be at least 2, got {folds}")
         check_class_sizes(codes, names, minimum=folds, why=f"for {folds}-fold cross-validation")
         units = [_Unit(train, X, test, codes[train], codes[test])
                  for train, test in stratified_kfold(codes, n_folds=folds, seed=seed)]
@@ -290,10 +299,11 @@ def _input_section(X, units, encoding, *, loo) -> dict:
     if units[0].train_rows is None:
         n_train, n_test = X.shape[0], len(units[0].test_codes)
         train_counts = np.bincount(encoding.train, minlength=n_classes)
-    else:
+    else:  # holdout: the split; k-fold: the mean fold (every sample is tested once)
         n_train = int(round(np.mean([len(u.train_rows) for u in units])))
         n_test = int(sum(len(u.test_codes) for u in units))
-        train_counts = np.bincount(units[0].train_codes, minlength=n_classes)
+        train_counts = np.rint(np.mean([np.bincount(u.train_codes, minlength=n_classes)
+                                        for u in units], axis=0)).astype(np.int64)
     test_codes = np.concatenate([u.test_codes for u in units])
     return {
         "n_samples": int(X.shape[0]),

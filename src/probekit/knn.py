@@ -129,8 +129,8 @@ def knn_votes(
     -------
     predictions, true_rank : as in :class:`KNNPredictions`.
     """
-    if temperature <= 0:
-        raise InputError(f"temperature must be positive, got {temperature}")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise InputError(f"temperature must be a positive number, got {temperature}")
     n, k_max = neighbor_labels.shape
     position = {value: i for i, value in enumerate(k)}
     predictions = {vote: np.empty((len(k), n), dtype=np.int64) for vote in VOTES}

@@ -285,19 +285,24 @@ def linear_predict(
     and get rank ``inf``. ``progress(done, total)`` is called after each fit.
     """
     grid = tuple(sorted(float(c) for c in C))
-    if not grid or grid[0] <= 0:
-        raise InputError(f"C values must be positive, got {list(C)}")
-    train, test = standardize(X_train, X_test, train_rows=train_rows, test_rows=test_rows)
+    if not grid or not all(np.isfinite(c) and c > 0 for c in grid):
+        raise InputError(f"C values must be positive finite numbers, got {list(C)}")
+    if max_iter < 1:
+        raise InputError(f"max_iter must be at least 1, got {max_iter}")
+    rows = np.arange(X_train.shape[0]) if train_rows is None else np.asarray(train_rows)
     notes: list[str] = []
     val_accuracy, val_loss, n_iter, converged = [], [], [], []
     chosen, start = grid[0], None
-    fit_idx, val_idx = stratified_holdout(train_codes, test_size=val_size, seed=seed)
+    fit_idx, val_idx = stratified_holdout(train_codes, test_size=val_size, seed=seed,
+                                          what="validation size")
     if len(grid) > 1 and val_idx.size == 0:
         chosen = min(grid, key=lambda c: abs(np.log(c)))
         notes.append(f"too few training samples for a validation split: used C={chosen:g}")
     elif len(grid) > 1:
-        fit_x, fit_y = train[fit_idx], train_codes[fit_idx]
-        val_x, val_y = train[val_idx], train_codes[val_idx]
+        # the sweep sees the fit part only, standardised with the fit part's own statistics
+        fit_x, val_x = standardize(X_train, X_train, train_rows=rows[fit_idx],
+                                   test_rows=rows[val_idx])
+        fit_y, val_y = train_codes[fit_idx], train_codes[val_idx]
         fits = []
         for value in grid:
             start = fit_logistic(fit_x, fit_y, n_classes=n_classes, C=value, init=start,
@@ -311,12 +316,11 @@ def linear_predict(
             converged.append(start.converged)
             if progress:
                 progress(len(fits), len(grid) + 1)
+        del fit_x, val_x
         best = max(range(len(grid)), key=lambda i: (val_accuracy[i], -val_loss[i]))
         chosen, start = grid[best], fits[best]
-        if not all(converged):
-            slow = ", ".join(f"{c:g}" for c, ok in zip(grid, converged, strict=True) if not ok)
-            notes.append(f"linear probe: L-BFGS did not converge in {max_iter} iterations "
-                         f"for C = {slow} (raise max_iter)")
+        notes += _sweep_notes(grid, converged, max_iter)
+    train, test = standardize(X_train, X_test, train_rows=train_rows, test_rows=test_rows)
     final = fit_logistic(train, train_codes, n_classes=n_classes, C=chosen, init=start,
                          max_iter=max_iter, tol=tol)
     if not final.converged:
@@ -327,7 +331,9 @@ def linear_predict(
     if query_codes is not None:
         seen = query_codes < n_classes
         true_scores = scores[np.arange(len(scores)), np.where(seen, query_codes, 0)]
-        true_rank = (scores > true_scores[:, None]).sum(axis=1).astype(np.float64)
+        ahead = (scores > true_scores[:, None]) | (  # ties: argmax takes the lower index
+            (scores == true_scores[:, None]) & (np.arange(n_classes) < query_codes[:, None]))
+        true_rank = ahead.sum(axis=1).astype(np.float64)
         true_rank[~seen] = np.inf
     return LinearPredictions(
         predictions=scores.argmax(axis=1).astype(np.int64), true_rank=true_rank, C=chosen,
@@ -336,6 +342,15 @@ def linear_predict(
         refit_converged=final.converged, n_val=int(val_idx.size) if len(grid) > 1 else 0,
         warnings=tuple(notes),
     )
+
+
+def _sweep_notes(grid, converged, max_iter) -> list[str]:
+    notes = []
+    if not all(converged):
+        slow = ", ".join(f"{c:g}" for c, ok in zip(grid, converged, strict=True) if not ok)
+        notes.append(f"linear probe: L-BFGS did not converge in {max_iter} iterations "
+                     f"for C = {slow} (raise max_iter)")
+    return notes
 
 
 @dataclass(frozen=True)

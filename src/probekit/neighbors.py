@@ -71,11 +71,22 @@ def prepare_vectors(X: np.ndarray, rows: np.ndarray | None = None, *, metric: st
             zero_rows += int(np.count_nonzero(norms == 0))
             block /= np.where(norms == 0, 1.0, norms).astype(np.float32)[:, None]
         if zero_rows:
-            raise InputError(
-                f"{zero_rows} embedding rows are all zeros; cosine similarity is undefined for "
-                "them (drop them or use --metric euclidean)"
-            )
+            raise InputError(_zero_rows_message(zero_rows, vectors.shape[0], "embeddings"))
     return vectors
+
+
+def check_no_zero_rows(X: np.ndarray, *, name: str) -> None:
+    """Raise :class:`InputError` when cosine would meet all-zero rows, counting all of ``X``."""
+    zero_rows = 0
+    for start, stop in row_chunks(*X.shape):
+        zero_rows += int(np.count_nonzero(~np.any(X[start:stop], axis=1)))
+    if zero_rows:
+        raise InputError(_zero_rows_message(zero_rows, X.shape[0], name))
+
+
+def _zero_rows_message(count: int, total: int, name: str) -> str:
+    return (f"{name}: {count} of {total} rows are all zeros; cosine similarity is undefined for "
+            "them (drop them or use --metric euclidean)")
 
 
 def available_backends() -> list[str]:
@@ -156,6 +167,11 @@ def search(
         raise InputError("exclude_self needs the queries to be the database rows")
     name = resolve_backend(backend)
     k_search = k + 1 if exclude_self else k
+    if metric == "euclidean":  # centre on the database mean: same distances, no float32
+        shift = database.mean(axis=0, dtype=np.float64).astype(np.float32)  # cancellation
+        same = queries is database
+        database = database - shift
+        queries = database if same else queries - shift
     runner = {"faiss-cpu": _search_faiss, "faiss-gpu": _search_faiss,
               "torch": _search_torch, "numpy": _search_numpy}[name]
     sims, idx = runner(queries, database, k_search, metric, name, progress)

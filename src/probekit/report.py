@@ -119,7 +119,7 @@ class Report:
         lines = [
             f"# probekit dual probe (v{self.probekit_version})",
             "",
-            f"{info['n_train']} train / {info['n_test']} test samples, {info['dim']} dimensions, "
+            f"{_sizes_text(info, protocol)}, {info['dim']} dimensions, "
             f"{info['n_classes']} classes; split: {_split_text(protocol)}; metric: "
             f"{protocol['metric']}; seed {protocol['seed']}.",
             "",
@@ -138,7 +138,8 @@ class Report:
         lines += [
             "",
             f"Best kNN: {best['vote']} vote at k={best['k']} "
-            f"({100 * best['accuracy']:.2f}%). Search backend: {self.knn['backend']}.",
+            f"({100 * best['accuracy']:.2f}%; picked among the settings on the test set, so "
+            f"slightly optimistic). Search backend: {self.knn['backend']}.",
             "",
             f"**Reading:** {self.reading()}",
         ]
@@ -200,6 +201,14 @@ def _classes_text(info: dict, shown: int = 20) -> str:
 
 def _c_text(linear: dict) -> str:
     return f"{linear['C']:g}"
+
+
+def _sizes_text(info: dict, protocol: dict) -> str:
+    if protocol["split"] == "kfold":
+        folds = protocol["folds"]
+        return (f"{info['n_samples']} samples in {folds} folds ({info['n_train']} train / "
+                f"{info['n_test'] // folds} test per fold)")
+    return f"{info['n_train']} train / {info['n_test']} test samples"
 
 
 def _split_text(protocol: dict) -> str:

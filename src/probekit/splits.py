@@ -24,7 +24,7 @@ def check_class_sizes(codes: np.ndarray, class_names, *, minimum: int, why: str)
 
 
 def stratified_holdout(
-    codes: np.ndarray, *, test_size: float = 0.2, seed: int = 0
+    codes: np.ndarray, *, test_size: float = 0.2, seed: int = 0, what: str = "test size"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split sample indices into train and test, class by class.
 
@@ -32,10 +32,10 @@ def stratified_holdout(
     clipped to ``[1, n_c - 1]`` so every class with at least two samples lands on both sides; a
     class with a single sample stays in train. Within a class the choice is a seeded permutation.
 
-    Returns sorted ``train_idx, test_idx``.
+    Returns sorted ``train_idx, test_idx``; ``what`` names the fraction in error messages.
     """
     if not 0.0 < test_size < 1.0:
-        raise InputError(f"test size must be a fraction in (0, 1), got {test_size}")
+        raise InputError(f"{what} must be a fraction in (0, 1), got {test_size}")
     rng = np.random.default_rng(seed)
     train_parts, test_parts = [], []
     for c in np.unique(codes):
