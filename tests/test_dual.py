@@ -193,3 +193,52 @@ def test_kfold_summary_line():
     X, y = gaussian_classes(240, 6, 3, seed=10)
     text = dual_probe(X, y, folds=4, k=(1,)).to_markdown()
     assert "240 samples in 4 folds (180 train / 60 test per fold)" in text
+
+
+def test_geometry_reuses_the_probe_graph_and_searches_once(monkeypatch):
+    from probekit import neighbors
+
+    calls = []
+    original = neighbors.search
+
+    def counting(*args, **kwargs):
+        calls.append((args[2], kwargs.get("metric")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(neighbors, "search", counting)
+    X, y = gaussian_classes(300, 8, 4, separation=1.0, seed=11)
+    report = dual_probe(X, y, k=(1, 20))
+    # one search at k_max serves the probe and the graph diagnostics; MAP@R ranks its sampled
+    # queries to depth R_max + 1 (the largest class in train, 60 rows) in a search of its own
+    assert calls == [(20, "cosine"), (60, "ip")]
+    geometry = report.geometry
+    assert geometry["protocol"]["graph"].startswith("queries (test)")
+    assert geometry["protocol"]["n"] == report.input["n_train"]
+    assert 0 <= geometry["ncc_linear_agreement"] <= 1
+    assert 0 <= geometry["knn_label_agreement"] <= 1
+
+
+def test_graph_free_geometry_equals_diagnose_on_the_training_rows():
+    X, y = gaussian_classes(300, 8, 4, separation=1.0, seed=12)
+    report = dual_probe(X, y, k=(1, 10))
+    train, _ = stratified_holdout(y, test_size=0.2, seed=0)
+    direct = probekit.diagnose(X[train], y[train]).values
+    for key in ("alignment", "uniformity", "rankme", "nc1", "cdnv", "silhouette",
+                "davies_bouldin", "calinski_harabasz", "map_at_r", "nearest_centroid_accuracy"):
+        assert report.geometry[key] == pytest.approx(direct[key], rel=1e-6, abs=1e-9), key
+
+
+def test_leave_one_out_geometry_equals_diagnose():
+    X, y = gaussian_classes(250, 6, 5, separation=1.0, seed=13)
+    report = dual_probe(X, y, loo=True, k=(1, 10, 30))
+    direct = probekit.diagnose(X, y).values
+    assert report.geometry["protocol"]["graph"] == "leave-one-out over the rows"
+    for key, value in direct.items():
+        assert report.geometry[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+def test_geometry_can_be_turned_off_and_shows_in_markdown(blobs):
+    X, y = blobs
+    assert "geometry" not in dual_probe(X, y, geometry=False).to_dict()
+    text = dual_probe(X, y, extra=("isoscore",)).to_markdown()
+    assert "| alignment ↓ |" in text and "isoscore ↑" in text

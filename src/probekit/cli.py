@@ -114,6 +114,12 @@ def cli():
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=1), default=1000,
               show_default=True,
               help="Bootstrap resamples of each accuracy CI.")
+@click.option("--geometry/--no-geometry", default=True, show_default=True,
+              help="Geometry diagnostics of the training rows.")
+@click.option("--geometry-sample", type=click.IntRange(min=2), default=5000, show_default=True,
+              help="Query sample of the pairwise geometry diagnostics.")
+@click.option("--extra", default="", help="Comma-separated opt-in diagnostics: "
+              "mle_intrinsic_dim, kmeans, trustworthiness, isoscore.")
 @click.option("--key", default=None, help="Array name inside .npz embedding files.")
 @click.option("--label-key", default=None, help="Array name inside .npz label files.")
 @click.option("--label-column", default=None, help="Label column of .csv/.tsv/.parquet labels.")
@@ -121,8 +127,8 @@ def cli():
               help="Write the full report as JSON here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temperature, loo,
-             test_size, folds, seed, c_grid, val_size, max_iter, tol, backend, n_bootstrap, key,
-             label_key, label_column, out, quiet):
+             test_size, folds, seed, c_grid, val_size, max_iter, tol, backend, n_bootstrap,
+             geometry, geometry_sample, extra, key, label_key, label_column, out, quiet):
     """Run the dual probe on EMBEDDINGS (N x D: .npy .npz .csv .tsv .parquet) and LABELS
     (N labels: .npy .npz .txt .csv .tsv .parquet) and print the summary."""
     from probekit.data import load_embeddings, load_labels
@@ -143,7 +149,9 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
             X, y, X_test=X_test, y_test=y_test, k=k, metric=metric, temperature=temperature,
             loo=loo, C=c_grid or DEFAULT_C_GRID, val_size=val_size, test_size=test_size,
             folds=folds, seed=seed, backend=backend, n_bootstrap=n_bootstrap,
-            max_iter=max_iter, tol=tol, progress=progress,
+            max_iter=max_iter, tol=tol, geometry=geometry, geometry_sample=geometry_sample,
+            extra=[name.strip() for name in extra.split(",") if name.strip()],
+            progress=progress,
         )
         progress.close()
         files = {"embeddings": embeddings, "labels": labels, "test_embeddings": test_embeddings,

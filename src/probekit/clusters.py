@@ -56,16 +56,20 @@ def _unit(block: np.ndarray) -> np.ndarray:
     return block / np.where(norms == 0, 1.0, norms)
 
 
-def class_sums(X: np.ndarray, codes: np.ndarray, n_classes: int) -> ClassSums:
-    """Per-class sums of the rows and of the L2-normalised rows (float64, streamed)."""
+def class_sums(X: np.ndarray, codes: np.ndarray, n_classes: int,
+               unit: np.ndarray | None = None) -> tuple[ClassSums, np.ndarray]:
+    """Per-class sums of the rows and of the L2-normalised rows, and the Gram matrix ``XᵀX``
+    (all float64), in one streamed pass. ``unit`` may hold the normalised rows already."""
     dim = X.shape[1]
     sums = np.zeros((n_classes, dim))
     unit_sums = np.zeros((n_classes, dim))
+    gram = np.zeros((dim, dim))
     for start, stop, block in _blocks(X):
         hot = _one_hot(codes[start:stop], n_classes)
         sums += hot @ block
-        unit_sums += hot @ _unit(block)
-    return ClassSums(np.bincount(codes, minlength=n_classes), sums, unit_sums)
+        unit_sums += hot @ (_unit(block) if unit is None else unit[start:stop])
+        gram += block.T @ block
+    return ClassSums(np.bincount(codes, minlength=n_classes), sums, unit_sums), gram
 
 
 def mean_directions(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +96,25 @@ def residuals(X: np.ndarray, codes: np.ndarray, means: np.ndarray,
         scatter += np.bincount(labels, weights=squared, minlength=n_classes)
         spread += np.bincount(labels, weights=np.sqrt(squared), minlength=n_classes)
         projected += ((residual @ directions) ** 2).sum(axis=0)
-        nearest[start:stop] = (block @ means.T - half_norms).argmax(axis=1)
+        nearest[start:stop] = _nearest(block, means, half_norms)
     return Residuals(scatter, spread, projected, nearest)
+
+
+def nearest_means(X: np.ndarray, means: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Index of the nearest class mean (euclidean) of every row of ``X`` (or ``X[rows]``):
+    ``argmax_c (z·μ_c − ‖μ_c‖²/2)``, streamed over row chunks."""
+    n = X.shape[0] if rows is None else len(rows)
+    half_norms = 0.5 * np.einsum("cd,cd->c", means, means)
+    out = np.empty(n, dtype=np.int64)
+    for start, stop in row_chunks(n, X.shape[1]):
+        block = np.asarray(X[start:stop] if rows is None else X[rows[start:stop]],
+                           dtype=np.float64)
+        out[start:stop] = _nearest(block, means, half_norms)
+    return out
+
+
+def _nearest(block: np.ndarray, means: np.ndarray, half_norms: np.ndarray) -> np.ndarray:
+    return (block @ means.T - half_norms).argmax(axis=1)
 
 
 def similarity_means(sums: ClassSums) -> dict[str, float]:
@@ -130,6 +151,13 @@ def anisotropy(unit_total: np.ndarray, n: int) -> dict[str, float]:
 
 
 def neural_collapse(sums: ClassSums, res: Residuals, singular: np.ndarray) -> dict[str, float]:
+    """NC1, CDNV and the NC2 terms; see :func:`_neural_collapse`. Values that are undefined
+    (coincident class means) come back as NaN or inf."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _neural_collapse(sums, res, singular)
+
+
+def _neural_collapse(sums: ClassSums, res: Residuals, singular: np.ndarray) -> dict[str, float]:
     """NC1, CDNV and the NC2 terms (Papyan, Han & Donoho 2020; Galanti et al. 2022).
 
     - ``nc1 = (1/C) tr(Σ_W Σ_B⁺) = Σ_k (v_kᵀ Σ_W v_k) / s_k²`` with M̃ = U S Vᵀ (no D x D

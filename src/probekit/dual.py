@@ -16,8 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from probekit import __version__
+from probekit.clusters import nearest_means
 from probekit.data import check_embeddings, check_labels, encode_labels
 from probekit.errors import InputError
+from probekit.geometry import Geometry, Graph, check_extras
+from probekit.geometry import geometry as diagnostics
 from probekit.knn import (
     DEFAULT_K,
     DEFAULT_TEMPERATURE,
@@ -75,6 +78,9 @@ def dual_probe(
     n_bootstrap: int = 1000,
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float = DEFAULT_TOL,
+    geometry: bool = True,
+    geometry_sample: int = 5000,
+    extra: Iterable[str] = (),
     progress: Progress | None = None,
 ) -> Report:
     """Linear and kNN probes of an embedding space, on the same split, in one report.
@@ -97,6 +103,10 @@ def dual_probe(
     backend : neighbour-search backend (see :mod:`probekit.neighbors`).
     n_bootstrap : bootstrap resamples of every accuracy CI.
     max_iter, tol : L-BFGS limits of each logistic-regression fit.
+    geometry : add the geometry diagnostics (:func:`probekit.diagnose`) of the training rows,
+        reusing the kNN probe's neighbour graph (test queries -> train, or the leave-one-out
+        graph); under k-fold, of the first fold.
+    geometry_sample : query sample of the pairwise diagnostics; extra : opt-in diagnostics.
     progress : called as ``progress(stage, done, total)`` during long steps.
 
     Returns
@@ -137,6 +147,7 @@ def dual_probe(
         if X_test is not None:
             check_no_zero_rows(X_test, name="test embeddings")
 
+    extras = check_extras(extra) if geometry else ()
     encoding = encode_labels(y, y_test)
     names = encoding.class_names
     if encoding.n_train_classes < 2:
@@ -160,29 +171,50 @@ def dual_probe(
         label = stage if len(units) == 1 else f"{stage} (fold {fold + 1}/{len(units)})"
         return lambda done, total: progress(label, done, total)
 
-    knn_time = linear_time = 0.0
+    knn_time = linear_time = geometry_time = 0.0
     knn_runs: list[tuple[KNNPredictions, np.ndarray]] = []
     linear_runs: list[tuple[LinearPredictions, np.ndarray]] = []
+    shape = None
+
+    def describe(rows_X, codes, graph: Graph) -> Geometry:
+        return diagnostics(rows_X, codes, n_classes=encoding.n_train_classes, graph=graph,
+                           sample_size=geometry_sample, seed=seed, extra=extras,
+                           backend=backend)
+
     if loo:
         tick = time.perf_counter()
         vectors = prepare_vectors(X, metric=metric)
-        knn_runs.append((knn_predict(
+        predicted = knn_predict(
             vectors, encoding.train, None, n_classes=n_classes, k=ks, metric=metric,
             temperature=temperature, query_codes=encoding.train, backend=backend,
-            progress=report_stage("kNN search (leave-one-out)", 0)), encoding.train))
-        del vectors
+            progress=report_stage("kNN search (leave-one-out)", 0))
+        knn_runs.append((predicted, encoding.train))
         knn_time += time.perf_counter() - tick
+        if geometry:
+            tick = time.perf_counter()
+            shape = describe(X, encoding.train, Graph(predicted.graph, vectors, vectors,
+                             encoding.train, encoding.train, metric, True))
+            geometry_time += time.perf_counter() - tick
+        del vectors
     for fold, unit in enumerate(units):
         if not loo:
             tick = time.perf_counter()
             train = prepare_vectors(X, unit.train_rows, metric=metric)
             test = prepare_vectors(unit.test_source, unit.test_rows, metric=metric)
-            knn_runs.append((knn_predict(
+            predicted = knn_predict(
                 train, unit.train_codes, test, n_classes=n_classes, k=ks, metric=metric,
                 temperature=temperature, query_codes=unit.test_codes, backend=backend,
-                progress=report_stage("kNN search", fold)), unit.test_codes))
-            del train, test
+                progress=report_stage("kNN search", fold))
+            knn_runs.append((predicted, unit.test_codes))
             knn_time += time.perf_counter() - tick
+            if geometry and fold == 0:
+                tick = time.perf_counter()
+                rows_X = X if unit.train_rows is None else X[unit.train_rows]
+                shape = describe(rows_X, unit.train_codes, Graph(
+                    predicted.graph, test, train, unit.test_codes, unit.train_codes, metric,
+                    False))
+                geometry_time += time.perf_counter() - tick
+            del train, test
         tick = time.perf_counter()
         linear_runs.append((linear_predict(
             X, unit.train_codes, unit.test_source, n_classes=encoding.n_train_classes,
@@ -190,6 +222,10 @@ def dual_probe(
             tol=tol, train_rows=unit.train_rows, test_rows=unit.test_rows,
             progress=report_stage("linear probe", fold)), unit.test_codes))
         linear_time += time.perf_counter() - tick
+    if shape is not None and shape.class_means is not None:
+        nearest = nearest_means(units[0].test_source, shape.class_means, units[0].test_rows)
+        shape = shape.with_values(ncc_linear_agreement=float(
+            np.mean(nearest == linear_runs[0][0].predictions)))
     for predicted, _ in linear_runs:
         notes += [note for note in predicted.warnings if note not in notes]
 
@@ -219,7 +255,9 @@ def dual_probe(
         probekit_version=__version__,
         input=_input_section(X, units, encoding, loo=loo),
         protocol=protocol, knn=knn, linear=linear, warnings=tuple(notes),
+        geometry={} if shape is None else shape.to_dict(),
         timings={"knn_s": round(knn_time, 4), "linear_s": round(linear_time, 4),
+                 "geometry_s": round(geometry_time, 4),
                  "bootstrap_s": round(bootstrap_time, 4),
                  "total_s": round(time.perf_counter() - started, 4)},
     )

@@ -46,12 +46,14 @@ class KNNPredictions:
     true_rank : vote -> (len(k), n_queries) 0-based rank of the true class in the vote's
         ordering (``inf`` where no neighbour carries it); ``None`` without true labels.
     backend : the neighbour-search backend that ran.
+    graph : the neighbour table of the one search (reused by the geometry diagnostics).
     """
 
     k: tuple[int, ...]
     predictions: dict[str, np.ndarray]
     true_rank: dict[str, np.ndarray] | None
     backend: str
+    graph: neighbors.Neighbors | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,7 @@ def knn_predict(
         train_codes[found.indices], found.similarities, n_classes=n_classes, k=k,
         temperature=temperature, y_true=query_codes,
     )
-    return KNNPredictions(k, predictions, ranks, found.backend)
+    return KNNPredictions(k, predictions, ranks, found.backend, found)
 
 
 def score_knn(

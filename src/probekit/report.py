@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from probekit.geometry import GOOD_DIRECTION
+
 SCORE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
 _LINEAR_AHEAD = 0.05  # linear - best kNN above this: globally separable, locally mixed
 _CLOSE = 0.02  # |linear - best kNN| within this: the two probes agree
@@ -31,6 +33,7 @@ class Report:
     protocol : the protocol actually used (split, seed, k, metric, grids, backends...).
     knn : ``{"majority": {k: scores}, "weighted": {k: scores}, "best": ..., "backend": ...}``.
     linear : scores plus ``C``, ``C_grid``, ``val_accuracy`` and convergence details.
+    geometry : the geometry diagnostics (:meth:`probekit.Geometry.to_dict`), or empty.
     warnings : notes about anything that did not go as asked.
     timings : seconds per stage.
     """
@@ -42,6 +45,7 @@ class Report:
     linear: dict
     warnings: tuple[str, ...] = field(default=())
     timings: dict = field(default_factory=dict)
+    geometry: dict = field(default_factory=dict)
 
     # ---------------------------------------------------------------------- conversions
 
@@ -54,6 +58,7 @@ class Report:
             "knn": copy.deepcopy(self.knn),
             "linear": copy.deepcopy(self.linear),
             "reading": self.reading(),
+            **({"geometry": copy.deepcopy(self.geometry)} if self.geometry else {}),
             "warnings": list(self.warnings),
             "timings": dict(self.timings),
         }
@@ -64,6 +69,7 @@ class Report:
             probekit_version=data["probekit_version"], input=data["input"],
             protocol=data["protocol"], knn=data["knn"], linear=data["linear"],
             warnings=tuple(data.get("warnings", ())), timings=data.get("timings", {}),
+            geometry=data.get("geometry", {}),
         )
 
     def to_json(self, path: str | os.PathLike | None = None, *, indent: int = 2) -> str:
@@ -143,9 +149,33 @@ class Report:
             "",
             f"**Reading:** {self.reading()}",
         ]
+        if self.geometry:
+            lines += ["", *_geometry_table(self.geometry)]
         if self.warnings:
             lines += ["", "Warnings:"] + [f"- {warning}" for warning in self.warnings]
         return "\n".join(lines) + "\n"
+
+
+_ARROWS = {"up": "↑", "down": "↓", "none": "·"}
+
+
+def _geometry_table(geometry: dict, per_row: int = 3) -> list[str]:
+    """The geometry values as a compact markdown table, ``per_row`` values a row, each with an
+    arrow for its good direction (↑ higher is better, ↓ lower is better, · descriptive)."""
+    cells = [f"{key} {_ARROWS[GOOD_DIRECTION[key]]} | {_number(value)}"
+             for key, value in geometry.items() if key in GOOD_DIRECTION]
+    header = " | ".join(["diagnostic | value"] * per_row)
+    lines = ["Geometry of the training rows (↑ higher is better, ↓ lower is better, "
+             "· descriptive):", "", f"| {header} |", "|" + "---|" * (2 * per_row)]
+    for start in range(0, len(cells), per_row):
+        row = cells[start:start + per_row]
+        row += [" | "] * (per_row - len(row))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -1,0 +1,273 @@
+"""Geometry diagnostics: why a space classifies as well as it does.
+
+:func:`diagnose` computes the default set of ``geometry-reference.md`` from three shared passes:
+streamed per-class sums in float64 (:mod:`probekit.clusters`, :mod:`probekit.spectrum`), one
+neighbour graph (:mod:`probekit.graph`: the kNN probe's own when called from ``dual_probe``)
+and seeded query samples against all rows (:mod:`probekit.pairwise`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from probekit import clusters, graph, pairwise, spectrum
+from probekit.data import check_embeddings, check_labels, encode_labels
+from probekit.errors import InputError
+from probekit.neighbors import Neighbors, check_metric, prepare_vectors, search
+
+NEIGHBOURHOOD_K = 10
+MLE_K = 20
+UNIFORMITY_MAX = 10_000  # all pairs of at most this many sampled rows
+EXTRAS = ("mle_intrinsic_dim", "kmeans", "trustworthiness", "isoscore")
+
+#: The good direction of every key: "up", "down", or "none" (descriptive).
+GOOD_DIRECTION = {
+    "alignment": "down", "uniformity": "down", "uniformity_excess": "down",
+    "rankme": "up", "rankme_centered": "up", "effective_rank_90": "up",
+    "effective_rank_99": "up", "participation_ratio": "up", "alpha_req": "none",
+    "alpha_req_r2": "none", "anisotropy": "down", "mean_norm": "down",
+    "intra_class_similarity": "up", "inter_class_similarity": "down", "similarity_gap": "up",
+    "nc1": "down", "cdnv": "down", "nc2_equinorm": "down", "nc2_equiangularity": "down",
+    "etf_error": "down", "nearest_centroid_accuracy": "up", "ncc_linear_agreement": "up",
+    "silhouette": "up", "davies_bouldin": "down", "calinski_harabasz": "up",
+    "knn_label_agreement": "up", "hubness_skewness": "down", "robin_hood": "down",
+    "antihub_rate": "down", "map_at_r": "up", "r_precision": "up",
+    "intrinsic_dim_twonn": "none", "mle_intrinsic_dim": "none", "kmeans_nmi": "up",
+    "kmeans_ami": "up", "kmeans_ari": "up", "trustworthiness": "up", "isoscore": "up",
+}
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A neighbour graph from queries to a database (rows prepared for ``metric``).
+
+    ``leave_one_out`` graphs have the queries equal to the database, self removed by index.
+    """
+
+    neighbors: Neighbors
+    queries: np.ndarray
+    database: np.ndarray
+    query_codes: np.ndarray | None
+    database_codes: np.ndarray | None
+    metric: str
+    leave_one_out: bool
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Result of :func:`diagnose`: ``values`` (key -> float), how they were computed, notes."""
+
+    values: dict[str, float]
+    protocol: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    class_means: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The class means of the raw rows (C x D), for nearest-centroid predictions."""
+
+    def __getitem__(self, key: str) -> float:
+        return self.values[key]
+
+    def with_values(self, **values: float) -> Geometry:
+        """A copy with more values (kept in the order of :data:`GOOD_DIRECTION`)."""
+        merged = {**self.values, **values}
+        ordered = {key: merged[key] for key in GOOD_DIRECTION if key in merged}
+        return Geometry(ordered, self.protocol, self.warnings, self.class_means)
+
+    def to_dict(self) -> dict:
+        """Every value under its key, plus ``protocol`` and ``warnings``."""
+        return {**self.values, "protocol": dict(self.protocol), "warnings": list(self.warnings)}
+
+
+def diagnose(
+    X,
+    y=None,
+    *,
+    metric: str = "cosine",
+    sample_size: int = 5000,
+    seed: int = 0,
+    extra: Iterable[str] = (),
+    backend: str = "auto",
+) -> Geometry:
+    """Geometry diagnostics of an embedding space (label-free ones only when ``y`` is None).
+
+    Parameters
+    ----------
+    X : (N, D) embeddings; y : (N,) labels or None.
+    metric : similarity of the neighbour graph (``"cosine"``, ``"euclidean"``, ``"ip"``); the
+        similarity-based keys (alignment, uniformity, silhouette, MAP@R) are cosine by
+        definition.
+    sample_size : query rows for the sampled keys (uniformity over all pairs of the sample,
+        at most 10 000; MAP@R of the sampled queries against all N); exact when
+        N <= sample_size. The silhouette is always exact over all rows.
+    seed : seed of the samples (and of k-means).
+    extra : opt-in keys from :data:`EXTRAS`.
+    backend : neighbour-search backend of the one graph search (k = 10, or 20 with
+        ``mle_intrinsic_dim``), leave-one-out.
+
+    Returns
+    -------
+    Geometry
+    """
+    X = check_embeddings(X, name="embeddings")
+    check_metric(metric)
+    extras = check_extras(extra)
+    codes, n_classes = None, 0
+    if y is not None:
+        labels = check_labels(y, name="labels")
+        if labels.shape[0] != X.shape[0]:
+            raise InputError(f"embeddings have {X.shape[0]} rows but labels have {labels.shape[0]}")
+        encoding = encode_labels(labels)
+        codes, n_classes = encoding.train, len(encoding.classes)
+    if X.shape[0] < 3:
+        raise InputError(f"geometry needs at least 3 samples, got {X.shape[0]}")
+    vectors = prepare_vectors(X, metric=metric)
+    k = min(X.shape[0] - 1, MLE_K if "mle_intrinsic_dim" in extras else NEIGHBOURHOOD_K)
+    found = search(vectors, vectors, k, metric=metric, exclude_self=True, backend=backend)
+    return geometry(X, codes, n_classes=n_classes, graph=Graph(found, vectors, vectors, codes,
+                    codes, metric, True), sample_size=sample_size, seed=seed, extra=extras,
+                    backend=backend)
+
+
+def check_extras(extra: Iterable[str]) -> tuple[str, ...]:
+    chosen = tuple(extra)
+    unknown = [name for name in chosen if name not in EXTRAS]
+    if unknown:
+        raise InputError(f"unknown extra diagnostic(s) {', '.join(unknown)}: choose from "
+                         f"{', '.join(EXTRAS)}")
+    return chosen
+
+
+def geometry(
+    X: np.ndarray,
+    codes: np.ndarray | None,
+    *,
+    n_classes: int,
+    graph: Graph,
+    sample_size: int = 5000,
+    seed: int = 0,
+    extra: tuple[str, ...] = (),
+    backend: str = "auto",
+) -> Geometry:
+    """The diagnostics of the rows of ``X`` (raw) with class ``codes`` (or None), reusing
+    ``graph`` whose database is ``X`` prepared for its metric."""
+    n, dim = X.shape
+    values: dict[str, float] = {}
+    notes: list[str] = []
+    labelled = codes is not None and n_classes >= 2
+    # cosine-based keys: the graph's float32 unit rows, or float64 ones for float64 input
+    unit = (graph.database if graph.metric == "cosine" and X.dtype != np.float64
+            else _unit_rows(X))
+    sums, gram = clusters.class_sums(X, codes if labelled else np.zeros(n, dtype=np.int64),
+                                     n_classes if labelled else 1, unit=unit)
+    if labelled:
+        values.update(clusters.similarity_means(sums))
+    values.update(clusters.anisotropy(sums.unit_sums.sum(axis=0), n))
+
+    sample = pairwise.sample_rows(n, sample_size, seed)
+    pairs = sample if len(sample) <= UNIFORMITY_MAX else pairwise.sample_rows(n, UNIFORMITY_MAX,
+                                                                               seed)
+    values["uniformity"] = pairwise.uniformity(unit[pairs])
+    values["uniformity_excess"] = values["uniformity"] - spectrum.uniform_sphere_uniformity(dim)
+
+    sigma2, lam = spectrum.gram_spectrum(X, gram, sums.sums.sum(axis=0))
+    values["rankme"] = spectrum.rankme(np.sqrt(sigma2))
+    values["rankme_centered"] = spectrum.rankme(np.sqrt(lam))
+    if lam.sum() > 0:
+        values["effective_rank_90"] = spectrum.explained_dimensions(lam, 0.90)
+        values["effective_rank_99"] = spectrum.explained_dimensions(lam, 0.99)
+        values["participation_ratio"] = spectrum.participation_ratio(lam)
+        values["alpha_req"], values["alpha_req_r2"] = spectrum.alpha_req(lam)
+
+    means = None
+    if labelled:
+        means = sums.sums / np.maximum(sums.counts, 1)[:, None]
+        singular, directions = clusters.mean_directions(means)
+        res = clusters.residuals(X, codes, means, directions)
+        values.update(clusters.neural_collapse(sums, res, singular))
+        values["nearest_centroid_accuracy"] = float(np.mean(res.nearest == codes))
+        values["silhouette"] = pairwise.silhouette(unit, codes, sums.unit_sums)
+        values.update(pairwise.retrieval(unit, codes, sample, backend=backend))
+        values.update(clusters.cluster_indices(sums, res))
+
+    values.update(_graph_values(graph, n, labelled, extra, notes))
+    values.update(_extra_values(X, codes if labelled else None, n_classes, lam, sample, seed,
+                                extra))
+    protocol = {
+        "n": n, "dim": dim, "n_classes": n_classes if labelled else 0,
+        "metric": graph.metric, "sample_size": int(len(sample)), "seed": seed,
+        "k": min(NEIGHBOURHOOD_K, graph.neighbors.indices.shape[1]),
+        "graph": "leave-one-out over the rows" if graph.leave_one_out
+        else "queries (test) -> these rows (train)",
+        "n_graph_queries": int(graph.neighbors.indices.shape[0]),
+        "extra": list(extra),
+    }
+    undefined = [key for key in GOOD_DIRECTION if key in values and not np.isfinite(values[key])]
+    if undefined:
+        notes.append(f"undefined for these data (left out): {', '.join(undefined)}")
+    ordered = {key: float(values[key]) for key in GOOD_DIRECTION
+               if key in values and key not in undefined}
+    return Geometry(ordered, protocol, tuple(notes), means)
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    """L2-normalised copy in float64 for float64 input, float32 otherwise (zero rows stay 0)."""
+    unit = np.array(X, dtype=np.float64 if X.dtype == np.float64 else np.float32)
+    norms = np.linalg.norm(unit, axis=1, keepdims=True)
+    unit /= np.where(norms == 0, 1.0, norms)
+    return unit
+
+
+def _graph_values(g: Graph, n: int, labelled: bool, extra, notes: list[str]) -> dict:
+    indices = g.neighbors.indices
+    k = min(NEIGHBOURHOOD_K, indices.shape[1])
+    out = graph.hubness(indices, n, k)
+    if labelled and g.query_codes is not None and g.database_codes is not None:
+        out["knn_label_agreement"] = graph.neighbourhood_hit(
+            g.database_codes[indices], g.query_codes, k)
+    if g.metric == "ip":
+        notes.append("intrinsic dimension needs distances: not computed for metric 'ip'")
+        return out
+    # TwoNN needs two distinct positive distances: 4 columns leave room for a few duplicates
+    depth = MLE_K + 2 if "mle_intrinsic_dim" in extra else 4
+    distances = graph.neighbour_distances(g.queries, g.database, indices,
+                                          min(indices.shape[1], depth))
+    out["intrinsic_dim_twonn"] = graph.twonn_dimension(distances)
+    if "mle_intrinsic_dim" in extra:
+        if distances.shape[1] < MLE_K:
+            notes.append(f"mle_intrinsic_dim needs {MLE_K} neighbours; the graph has "
+                         f"{distances.shape[1]}")
+        else:
+            out["mle_intrinsic_dim"] = graph.mle_dimension(distances, MLE_K)
+    return out
+
+
+def _extra_values(X, codes, n_classes, lam, sample, seed, extra) -> dict:
+    out = {}
+    if "isoscore" in extra:
+        out["isoscore"] = spectrum.isoscore(lam, X.shape[1])
+    rows = np.asarray(X[sample], dtype=np.float64) if ("kmeans" in extra
+                                                       or "trustworthiness" in extra) else None
+    if "kmeans" in extra and codes is not None:
+        from sklearn.cluster import KMeans
+        from sklearn.metrics import (
+            adjusted_mutual_info_score,
+            adjusted_rand_score,
+            normalized_mutual_info_score,
+        )
+
+        found = KMeans(n_clusters=n_classes, n_init=10, random_state=seed).fit_predict(rows)
+        truth = codes[sample]
+        out["kmeans_nmi"] = normalized_mutual_info_score(truth, found)
+        out["kmeans_ami"] = adjusted_mutual_info_score(truth, found)
+        out["kmeans_ari"] = adjusted_rand_score(truth, found)
+    if "trustworthiness" in extra:
+        from sklearn.decomposition import PCA
+        from sklearn.manifold import trustworthiness
+
+        subset = rows[:5000]
+        projected = PCA(n_components=2, random_state=seed).fit_transform(subset)
+        out["trustworthiness"] = trustworthiness(subset, projected,
+                                                 n_neighbors=min(5, len(subset) // 2 - 1))
+    return out

@@ -1,0 +1,95 @@
+"""Diagnostics of a k-nearest-neighbour graph: neighbourhood hit, hubness, intrinsic dimension.
+
+The graph is the one the kNN probe already searched (queries -> database, neighbours sorted
+nearest first, a query's own row removed by index in leave-one-out graphs), so these cost no
+second search. Distances for the intrinsic-dimension estimators are recomputed from the vectors
+for the few neighbours they need, so exact duplicates have distance exactly 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from probekit.data import row_chunks
+
+
+def neighbourhood_hit(neighbor_codes: np.ndarray, query_codes: np.ndarray, k: int) -> float:
+    """Mean share of a query's k nearest neighbours that carry its label (Paulovich et al. 2008,
+    "neighbourhood hit"); range [0, 1], high is good."""
+    return float(np.mean(neighbor_codes[:, :k] == query_codes[:, None]))
+
+
+def hubness(indices: np.ndarray, n_database: int, k: int) -> dict[str, float]:
+    """k-occurrence statistics of the database rows (Radovanović et al., JMLR 2010).
+
+    ``N_k(x)`` = how often row x is among a query's k nearest neighbours.
+    ``hubness_skewness`` = the (biased) skewness of N_k, 0 when N_k is constant;
+    ``robin_hood`` = Σ|N_k − mean N_k| / (2 Σ N_k), the share of occurrences that would have to
+    move to make N_k constant (Feldbauer et al. 2018; equals Σ|N_k − k|/(2Nk) on a
+    leave-one-out graph); ``antihub_rate`` = share of rows with N_k = 0. All low is good.
+    """
+    occurrences = np.bincount(indices[:, :k].ravel(), minlength=n_database).astype(np.float64)
+    centred = occurrences - occurrences.mean()
+    variance = np.mean(centred**2)
+    skew = float(np.mean(centred**3) / variance**1.5) if variance > 1e-12 else 0.0
+    return {
+        "hubness_skewness": skew,
+        "robin_hood": float(np.abs(centred).sum() / (2.0 * occurrences.sum())),
+        "antihub_rate": float(np.mean(occurrences == 0)),
+    }
+
+
+def neighbour_distances(queries: np.ndarray, database: np.ndarray, indices: np.ndarray,
+                        columns: int) -> np.ndarray:
+    """Euclidean distances from each query to its first ``columns`` neighbours, sorted
+    ascending per row. Differences are taken in the vectors' own precision (identical rows give
+    exactly 0), squares summed in float64."""
+    width = min(columns, indices.shape[1])
+    out = np.empty((len(indices), width))
+    for start, stop in row_chunks(len(indices), width * database.shape[1]):
+        neighbours = database[indices[start:stop, :width].ravel()]
+        diff = queries[start:stop, None, :] - neighbours.reshape(stop - start, width, -1)
+        out[start:stop] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff, dtype=np.float64))
+    return np.sort(out, axis=1)
+
+
+def _distinct_positive(distances: np.ndarray, count: int) -> np.ndarray:
+    """Per row, the first ``count`` distinct positive distances (NaN where a row has fewer):
+    the neighbours of the de-duplicated data set."""
+    new = distances > 0
+    new[:, 1:] &= distances[:, 1:] != distances[:, :-1]  # rows are sorted ascending
+    order = np.cumsum(new, axis=1)
+    rows, cols = np.nonzero(new & (order <= count))
+    out = np.full((len(distances), count), np.nan)
+    out[rows, order[rows, cols] - 1] = distances[rows, cols]
+    return out
+
+
+def twonn_dimension(distances: np.ndarray, discard: float = 0.1) -> float:
+    """TwoNN intrinsic dimension (Facco et al., Sci. Rep. 2017) on de-duplicated data.
+
+    ``μ = r₂/r₁`` per point; with F the empirical CDF of μ, fit ``−log(1 − F) = d log μ``
+    through the origin after discarding the largest ``discard`` share of μ.
+    """
+    pairs = _distinct_positive(distances, 2)
+    mu = np.sort(pairs[:, 1] / pairs[:, 0])
+    mu = mu[np.isfinite(mu)]
+    n = len(mu)
+    if n < 3:
+        return float("nan")
+    keep = int(np.floor(n * (1.0 - discard)))
+    x = np.log(mu[:keep])
+    y = -np.log(1.0 - np.arange(keep) / n)
+    return float((x @ y) / (x @ x)) if x @ x > 0 else float("nan")
+
+
+def mle_dimension(distances: np.ndarray, k: int = 20) -> float:
+    """Levina–Bickel MLE of intrinsic dimension (NeurIPS 2004), k neighbours, de-duplicated:
+    ``m(x) = [(1/(k−1)) Σ_{j<k} log(T_k(x)/T_j(x))]⁻¹`` averaged over the points."""
+    radii = _distinct_positive(distances, k)
+    radii = radii[np.isfinite(radii).all(axis=1)]
+    if not len(radii):
+        return float("nan")
+    logs = np.log(radii[:, -1:] / radii[:, :-1]).sum(axis=1) / (k - 1)
+    logs = logs[logs > 0]
+    return float(np.mean(1.0 / logs)) if len(logs) else float("nan")
