@@ -430,3 +430,21 @@ def test_headerless_csv_labels_get_a_hint(files, tmp_path):
     path.write_text("\n".join(map(str, labels)) + "\n")
     result = _runner().invoke(cli, ["evaluate", str(files["emb"]), str(path)])
     _assert_one_error_line(result, 2, "need a header row")
+
+
+def test_diagnose_command_with_and_without_labels(files, tmp_path):
+    out = tmp_path / "geometry.json"
+    result = _runner().invoke(cli, ["diagnose", str(files["emb"]), str(files["labels"]),
+                                    "--out", str(out), "--extra", "isoscore"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "alignment ↓" in result.output and "isoscore ↑" in result.output
+    data = json.loads(out.read_text())
+    assert data["protocol"]["n_classes"] == 4 and "silhouette" in data
+    free = _runner().invoke(cli, ["diagnose", str(files["emb"])])
+    assert free.exit_code == 0 and "uniformity ↓" in free.output
+    assert "alignment" not in free.output
+
+
+def test_diagnose_bad_input_is_one_line(files, tmp_path):
+    result = _runner().invoke(cli, ["diagnose", str(files["emb"]), "--extra", "umap"])
+    _assert_one_error_line(result, 2, "unknown extra")

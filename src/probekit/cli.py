@@ -171,6 +171,50 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
         click.echo(f"report written to {out}", err=True)
 
 
+@cli.command()
+@click.argument("embeddings", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("labels", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True,
+              help="Similarity of the neighbour graph.")
+@click.option("--sample-size", type=click.IntRange(min=2), default=5000, show_default=True,
+              help="Query sample of the sampled diagnostics (uniformity, MAP@R).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--extra", default="", help="Comma-separated opt-in diagnostics: "
+              "mle_intrinsic_dim, kmeans, trustworthiness, isoscore.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--key", default=None, help="Array name inside .npz embedding files.")
+@click.option("--label-key", default=None, help="Array name inside .npz label files.")
+@click.option("--label-column", default=None, help="Label column of .csv/.tsv/.parquet labels.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the diagnostics as JSON here.")
+def diagnose(embeddings, labels, metric, sample_size, seed, extra, backend, key, label_key,
+             label_column, out):
+    """Geometry diagnostics of EMBEDDINGS, with LABELS when given (label-free keys only
+    without them)."""
+    import json
+
+    from probekit.data import load_embeddings, load_labels
+    from probekit.geometry import diagnose as run_diagnose
+    from probekit.report import write_atomically
+
+    try:
+        X = load_embeddings(embeddings, key=key)
+        y = None
+        if labels is not None:
+            y = load_labels(labels, key=label_key, column=label_column)
+            _check_header_row(X, y, labels)
+        result = run_diagnose(X, y, metric=metric, sample_size=sample_size, seed=seed,
+                              extra=[name.strip() for name in extra.split(",") if name.strip()],
+                              backend=backend)
+        if out is not None:
+            write_atomically(out, json.dumps(result.to_dict(), indent=2) + "\n")
+    except InputError as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), status=1)
+    click.echo(result.to_markdown(f"Geometry of {embeddings.name}"), nl=False)
+
+
 def _check_header_row(X, y, labels: Path) -> None:
     """A headerless .csv of labels loses its first label to the header: say so."""
     if labels.suffix.lower() in (".csv", ".tsv") and len(y) == X.shape[0] - 1:

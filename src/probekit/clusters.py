@@ -59,7 +59,9 @@ def _unit(block: np.ndarray) -> np.ndarray:
 def class_sums(X: np.ndarray, codes: np.ndarray, n_classes: int,
                unit: np.ndarray | None = None) -> tuple[ClassSums, np.ndarray]:
     """Per-class sums of the rows and of the L2-normalised rows, and the Gram matrix ``XᵀX``
-    (all float64), in one streamed pass. ``unit`` may hold the normalised rows already."""
+    (all accumulated in float64), in one streamed pass. ``unit`` may hold the normalised rows
+    already. For float32 input each block's Gram product runs in float32 (blocks of at most
+    4096 rows), the running sum in float64."""
     dim = X.shape[1]
     sums = np.zeros((n_classes, dim))
     unit_sums = np.zeros((n_classes, dim))
@@ -68,7 +70,13 @@ def class_sums(X: np.ndarray, codes: np.ndarray, n_classes: int,
         hot = _one_hot(codes[start:stop], n_classes)
         sums += hot @ block
         unit_sums += hot @ (_unit(block) if unit is None else unit[start:stop])
-        gram += block.T @ block
+        raw = X[start:stop]
+        if raw.dtype == np.float32:
+            for low in range(0, len(raw), 4096):
+                part = raw[low:low + 4096]
+                gram += part.T @ part
+        else:
+            gram += block.T @ block
     return ClassSums(np.bincount(codes, minlength=n_classes), sums, unit_sums), gram
 
 

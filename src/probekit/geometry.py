@@ -79,6 +79,35 @@ class Geometry:
         """Every value under its key, plus ``protocol`` and ``warnings``."""
         return {**self.values, "protocol": dict(self.protocol), "warnings": list(self.warnings)}
 
+    def to_markdown(self, title: str = "Geometry") -> str:
+        """The values as a compact table with good-direction arrows, then any warnings."""
+        lines = markdown_table(self.values, title)
+        if self.warnings:
+            lines += ["", "Warnings:"] + [f"- {warning}" for warning in self.warnings]
+        return "\n".join(lines) + "\n"
+
+
+_ARROWS = {"up": "↑", "down": "↓", "none": "·"}
+
+
+def markdown_table(values: dict, title: str, per_row: int = 3) -> list[str]:
+    """Geometry values as markdown lines: ``per_row`` values a row, each with an arrow for its
+    good direction (↑ higher is better, ↓ lower is better, · descriptive)."""
+    cells = [f"{key} {_ARROWS[GOOD_DIRECTION[key]]} | {_number(value)}"
+             for key, value in values.items() if key in GOOD_DIRECTION]
+    header = " | ".join(["diagnostic | value"] * per_row)
+    lines = [f"{title} (↑ higher is better, ↓ lower is better, · descriptive):", "",
+             f"| {header} |", "|" + "---|" * (2 * per_row)]
+    for start in range(0, len(cells), per_row):
+        row = cells[start:start + per_row]
+        row += [" | "] * (per_row - len(row))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+
 
 def diagnose(
     X,

@@ -23,7 +23,8 @@ def uniformity(unit: np.ndarray, t: float = 2.0) -> float:
     """Wang & Isola (ICML 2020) uniformity ``log mean_{i<j} exp(−t‖ẑᵢ − ẑⱼ‖²)`` over all pairs
     of the given L2-normalised rows. Lower is more uniform; depends on D (see
     :func:`probekit.spectrum.uniform_sphere_uniformity`). With ‖ẑᵢ − ẑⱼ‖² = 2 − 2 cos every
-    term lies in [e^{−4t}, 1], so the float64 sum needs no log-sum-exp shift.
+    term lies in [e^{−4t}, 1], so the float64 sum needs no log-sum-exp shift; the mean over
+    ordered pairs i ≠ j equals the mean over unordered ones.
     """
     n = unit.shape[0]
     if n < 2:
@@ -32,10 +33,12 @@ def uniformity(unit: np.ndarray, t: float = 2.0) -> float:
     step = max(1, _BLOCK_ELEMENTS // n)
     for start in range(0, n, step):
         stop = min(n, start + step)
-        cosine = (unit[start:stop] @ unit.T).astype(np.float64)
-        upper = np.arange(n)[None, :] > np.arange(start, stop)[:, None]
-        total += np.exp(-t * (2.0 - 2.0 * np.minimum(cosine[upper], 1.0))).sum()
-    return float(np.log(total / (n * (n - 1) / 2)))
+        cosine = unit[start:stop] @ unit.T
+        np.minimum(cosine, 1.0, out=cosine)
+        terms = np.exp(-t * (2.0 - 2.0 * cosine))
+        # every unordered pair appears twice over all blocks; the diagonal (i, i) once
+        total += terms.sum(dtype=np.float64) - np.trace(terms[:, start:stop], dtype=np.float64)
+    return float(np.log(total / (n * (n - 1))))
 
 
 def silhouette(unit: np.ndarray, codes: np.ndarray, unit_sums: np.ndarray) -> float:

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probekit.geometry import GOOD_DIRECTION
+from probekit.geometry import markdown_table
 
 SCORE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
 _LINEAR_AHEAD = 0.05  # linear - best kNN above this: globally separable, locally mixed
@@ -150,32 +150,10 @@ class Report:
             f"**Reading:** {self.reading()}",
         ]
         if self.geometry:
-            lines += ["", *_geometry_table(self.geometry)]
+            lines += ["", *markdown_table(self.geometry, "Geometry of the training rows")]
         if self.warnings:
             lines += ["", "Warnings:"] + [f"- {warning}" for warning in self.warnings]
         return "\n".join(lines) + "\n"
-
-
-_ARROWS = {"up": "↑", "down": "↓", "none": "·"}
-
-
-def _geometry_table(geometry: dict, per_row: int = 3) -> list[str]:
-    """The geometry values as a compact markdown table, ``per_row`` values a row, each with an
-    arrow for its good direction (↑ higher is better, ↓ lower is better, · descriptive)."""
-    cells = [f"{key} {_ARROWS[GOOD_DIRECTION[key]]} | {_number(value)}"
-             for key, value in geometry.items() if key in GOOD_DIRECTION]
-    header = " | ".join(["diagnostic | value"] * per_row)
-    lines = ["Geometry of the training rows (↑ higher is better, ↓ lower is better, "
-             "· descriptive):", "", f"| {header} |", "|" + "---|" * (2 * per_row)]
-    for start in range(0, len(cells), per_row):
-        row = cells[start:start + per_row]
-        row += [" | "] * (per_row - len(row))
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
-
-
-def _number(value: float) -> str:
-    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
 
 
 def write_atomically(path: Path, text: str) -> None:

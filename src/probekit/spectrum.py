@@ -55,13 +55,17 @@ def rankme(singular_values: np.ndarray) -> float:
 
 
 def explained_dimensions(eigenvalues: np.ndarray, share: float) -> int:
-    """Smallest m whose top-m eigenvalues hold at least ``share`` of the variance (PCA)."""
+    """Smallest m whose top-m covariance eigenvalues hold at least ``share`` of the variance:
+    ``min{m : Σ_{r≤m} λ_r ≥ share · Σ λ}`` (PCA; Jolliffe, *Principal Component Analysis*,
+    2002). Range [1, D]; higher means the variance is spread over more directions."""
     cumulative = np.cumsum(eigenvalues) / eigenvalues.sum()
     return int(np.searchsorted(cumulative, share - 1e-12) + 1)
 
 
 def participation_ratio(eigenvalues: np.ndarray) -> float:
-    """``(Σλ)² / Σλ²``; between 1 (one direction) and D (isotropic)."""
+    """Participation ratio ``(Σλ)² / Σλ²`` of the covariance eigenvalues (Gao et al., "A theory
+    of multineuronal dimensionality", 2017); range [1, D], 1 for one direction and D for an
+    isotropic space; higher means more dimensions in use."""
     return float(eigenvalues.sum() ** 2 / np.sum(eigenvalues**2))
 
 
