@@ -91,20 +91,26 @@ def mean_directions(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def residuals(X: np.ndarray, codes: np.ndarray, means: np.ndarray,
               directions: np.ndarray) -> Residuals:
-    """Second pass: scatter, spread and projected scatter of ``z − μ_y``, and nearest means."""
+    """Second pass: scatter, spread and projected scatter of ``z − μ_y``, and nearest means.
+
+    Residuals are formed in the input's precision (float32 stays float32, anything else is
+    float64); every sum is accumulated in float64."""
     n_classes = means.shape[0]
     scatter, spread = np.zeros(n_classes), np.zeros(n_classes)
     projected = np.zeros(directions.shape[1])
     nearest = np.empty(X.shape[0], dtype=np.int64)
+    dtype = np.float32 if X.dtype == np.float32 else np.float64
+    cast_means, cast_directions = means.astype(dtype), directions.astype(dtype)
     half_norms = 0.5 * np.einsum("cd,cd->c", means, means)
-    for start, stop, block in _blocks(X):
+    for start, stop in row_chunks(*X.shape):
+        block = np.asarray(X[start:stop], dtype=dtype)
         labels = codes[start:stop]
-        residual = block - means[labels]
-        squared = np.einsum("ij,ij->i", residual, residual)
+        residual = block - cast_means[labels]
+        squared = np.einsum("ij,ij->i", residual, residual, dtype=np.float64)
         scatter += np.bincount(labels, weights=squared, minlength=n_classes)
         spread += np.bincount(labels, weights=np.sqrt(squared), minlength=n_classes)
-        projected += ((residual @ directions) ** 2).sum(axis=0)
-        nearest[start:stop] = _nearest(block, means, half_norms)
+        projected += np.square(residual @ cast_directions, dtype=np.float64).sum(axis=0)
+        nearest[start:stop] = _nearest(block, cast_means, half_norms)
     return Residuals(scatter, spread, projected, nearest)
 
 
