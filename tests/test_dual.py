@@ -242,3 +242,24 @@ def test_geometry_can_be_turned_off_and_shows_in_markdown(blobs):
     assert "geometry" not in dual_probe(X, y, geometry=False).to_dict()
     text = dual_probe(X, y, extra=("isoscore",)).to_markdown()
     assert "| alignment ↓ |" in text and "isoscore ↑" in text
+
+
+def test_hubness_uses_a_leave_one_out_graph_in_split_modes():
+    X, y = gaussian_classes(600, 3, 3, separation=0.5, seed=14)
+    report = dual_probe(X, y, metric="euclidean", k=(1, 10))
+    train, _ = stratified_holdout(y, test_size=0.2, seed=0)
+    direct = probekit.diagnose(X[train], y[train], metric="euclidean").values
+    assert report.geometry["protocol"]["hubness_graph"] == "leave-one-out over 480 sampled rows"
+    for key in ("hubness_skewness", "robin_hood", "antihub_rate"):
+        assert report.geometry[key] == pytest.approx(direct[key], abs=1e-12), key
+
+
+def test_loo_nearest_centroid_agreement_uses_training_means_only():
+    X, y = gaussian_classes(200, 6, 4, separation=0.6, seed=15)
+    report = dual_probe(X, y, loo=True, k=(1, 5))
+    train, test = stratified_holdout(y, test_size=0.2, seed=0)
+    means = np.array([X[train][y[train] == c].mean(axis=0) for c in range(4)])
+    nearest = ((X[test][:, None, :] - means[None]) ** 2).sum(-1).argmin(axis=1)
+    linear = linear_probe(X[train], y[train], X[test], y[test])
+    expected = np.mean(nearest == linear.predictions.predictions)
+    assert report.geometry["ncc_linear_agreement"] == pytest.approx(expected)

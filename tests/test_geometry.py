@@ -21,7 +21,7 @@ def simplex_etf(n_classes=10, dim=64, radius=1.0, seed=0):
 
 def labelled_stats(X, y):
     n_classes = int(y.max()) + 1
-    sums, _ = clusters.class_sums(X, y, n_classes)
+    sums, _, _ = clusters.class_sums(X, y, n_classes)
     means = sums.sums / sums.counts[:, None]
     singular, directions = clusters.mean_directions(means)
     return sums, clusters.residuals(X, y, means, directions), singular
@@ -366,3 +366,82 @@ def test_bad_input():
         diagnose(np.ones((10, 3)), np.arange(9))
     with pytest.raises(InputError, match="at least 3"):
         diagnose(np.ones((2, 3)))
+
+
+# ------------------------------------------------------------------ review regressions
+
+def test_float32_offset_data_keeps_its_spectrum():
+    rng = np.random.default_rng(13)
+    left, _ = np.linalg.qr(rng.normal(size=(2000, 10)))
+    right, _ = np.linalg.qr(rng.normal(size=(256, 10)))
+    low_rank = (left @ right.T * 30.0).astype(np.float32)
+    assert diagnose(low_rank)["rankme"] == pytest.approx(10.002, abs=0.01)
+    offset = low_rank + np.float32(100.0)
+    as64 = diagnose(offset.astype(np.float64), metric="euclidean").values
+    as32 = diagnose(offset, metric="euclidean").values
+    assert as32["rankme_centered"] == pytest.approx(as64["rankme_centered"], rel=1e-3)
+    assert as32["effective_rank_99"] == as64["effective_rank_99"]
+
+
+def test_nearest_centroid_with_a_large_common_offset_in_float32():
+    rng = np.random.default_rng(14)
+    y = rng.integers(0, 5, 2000)
+    X = rng.normal(size=(5, 16))[y] * 0.3 + rng.normal(size=(2000, 16))
+    means = np.array([X[y == c].mean(axis=0) for c in range(5)])
+    expected = np.mean(((X[:, None, :] - means[None]) ** 2).sum(-1).argmin(axis=1) == y)
+    shifted = (X + 1000.0).astype(np.float32)
+    assert diagnose(shifted, y)["nearest_centroid_accuracy"] == pytest.approx(expected,
+                                                                              abs=0.002)
+
+
+def test_twonn_and_mle_skip_copies_and_keep_equidistant_rows():
+    plane = uniform_plane(1500)
+    four_copies = np.vstack([plane] * 4)
+    geometry = diagnose(four_copies, metric="euclidean", extra=("mle_intrinsic_dim",))
+    assert geometry["intrinsic_dim_twonn"] == pytest.approx(2, abs=0.15)
+    assert geometry["mle_intrinsic_dim"] == pytest.approx(2, abs=0.3)
+    grid = np.random.default_rng(15).integers(0, 12, size=(4000, 4)).astype(np.float64)
+    unique = np.unique(grid, axis=0)
+    on_grid = diagnose(grid, metric="euclidean")["intrinsic_dim_twonn"]
+    on_unique = diagnose(unique, metric="euclidean")["intrinsic_dim_twonn"]
+    assert on_grid == pytest.approx(on_unique, abs=0.3)
+
+
+def test_silhouette_degenerate_and_with_zero_rows():
+    same = np.ones((12, 3), dtype=np.float32)
+    assert diagnose(same, np.arange(12) % 2)["silhouette"] == 0.0
+    rng = np.random.default_rng(16)
+    X = rng.normal(size=(120, 5)) + 0.3
+    y = rng.integers(0, 3, 120)
+    X[[3, 50, 77]] = 0.0
+    values = diagnose(X, y, metric="euclidean").values
+    assert values["silhouette"] == pytest.approx(silhouette_score(X, y, metric="cosine"),
+                                                 abs=1e-9)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    unit = X / np.where(norms == 0, 1, norms)
+    cosine = unit @ unit.T
+    assert values["anisotropy"] == pytest.approx(cosine[~np.eye(120, dtype=bool)].mean(),
+                                                 abs=1e-12)
+
+
+def test_undefined_values_are_left_out_with_a_note():
+    X = np.vstack([np.ones((10, 4)), np.ones((10, 4))])
+    y = np.repeat([0, 1], 10)
+    geometry = diagnose(X, y)
+    assert "nc1" not in geometry.values and "cdnv" not in geometry.values
+    assert any("undefined" in note and "nc1" in note for note in geometry.warnings)
+    import json
+
+    json.dumps(geometry.to_dict(), allow_nan=False)
+
+
+def test_small_inputs_and_guards():
+    with pytest.raises(InputError, match="at least 2 rows"):
+        diagnose(np.eye(5), sample_size=1)
+    tiny = diagnose(np.random.default_rng(17).normal(size=(3, 1)), np.array([0, 0, 1]),
+                    extra=("trustworthiness", "kmeans"), sample_size=2)
+    assert "trustworthiness" not in tiny.values
+    assert any("trustworthiness" in note for note in tiny.warnings)
+    assert any("kmeans" in note for note in tiny.warnings) or "kmeans_ari" in tiny.values
+    with pytest.raises(InputError, match="overflow"):
+        diagnose(np.full((5, 2), 1e200))

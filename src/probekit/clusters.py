@@ -26,6 +26,7 @@ class ClassSums:
     counts: np.ndarray  # (C,) int64
     sums: np.ndarray  # (C, D) float64
     unit_sums: np.ndarray  # (C, D) float64
+    unit_squares: np.ndarray  # (C,) Σ‖ẑᵢ‖²: n_c, less the class's all-zero rows
 
 
 @dataclass(frozen=True)
@@ -57,27 +58,45 @@ def _unit(block: np.ndarray) -> np.ndarray:
 
 
 def class_sums(X: np.ndarray, codes: np.ndarray, n_classes: int,
-               unit: np.ndarray | None = None) -> tuple[ClassSums, np.ndarray]:
-    """Per-class sums of the rows and of the L2-normalised rows, and the Gram matrix ``XᵀX``
-    (all accumulated in float64), in one streamed pass. ``unit`` may hold the normalised rows
-    already. For float32 input each block's Gram product runs in float32 (blocks of at most
-    4096 rows), the running sum in float64."""
+               unit: np.ndarray | None = None) -> tuple[ClassSums, np.ndarray, np.ndarray]:
+    """One streamed float64 pass: per-class sums of the rows and of the L2-normalised rows, and
+    the Gram matrix of the rows shifted by the first block's mean (``unit`` may hold the
+    normalised rows already).
+
+    Returns ``(sums, shifted_gram, shift)``; the shift keeps the centred spectrum exact for
+    data far from the origin (see :func:`probekit.spectrum.gram_spectrum`).
+    """
     dim = X.shape[1]
     sums = np.zeros((n_classes, dim))
     unit_sums = np.zeros((n_classes, dim))
+    unit_squares = np.zeros(n_classes)
     gram = np.zeros((dim, dim))
+    shift = None
     for start, stop, block in _blocks(X):
-        hot = _one_hot(codes[start:stop], n_classes)
+        labels = codes[start:stop]
+        hot = _one_hot(labels, n_classes)
         sums += hot @ block
-        unit_sums += hot @ (_unit(block) if unit is None else unit[start:stop])
-        raw = X[start:stop]
-        if raw.dtype == np.float32:
-            for low in range(0, len(raw), 4096):
-                part = raw[low:low + 4096]
-                gram += part.T @ part
-        else:
-            gram += block.T @ block
-    return ClassSums(np.bincount(codes, minlength=n_classes), sums, unit_sums), gram
+        normalised = _unit(block) if unit is None else np.asarray(unit[start:stop], np.float64)
+        unit_sums += hot @ normalised
+        unit_squares += np.bincount(labels, weights=np.einsum("ij,ij->i", normalised, normalised),
+                                    minlength=n_classes)
+        if shift is None:
+            shift = block.mean(axis=0)
+        shifted = block - shift
+        gram += shifted.T @ shifted
+    counts = np.bincount(codes, minlength=n_classes)
+    return ClassSums(counts, sums, unit_sums, unit_squares), gram, shift
+
+
+def class_means(X: np.ndarray, codes: np.ndarray, n_classes: int,
+                rows: np.ndarray | None = None) -> np.ndarray:
+    """Class means (C x D, float64) of ``X`` (or ``X[rows]``, with ``codes`` aligned to them)."""
+    n = X.shape[0] if rows is None else len(rows)
+    sums = np.zeros((n_classes, X.shape[1]))
+    for start, stop in row_chunks(n, X.shape[1]):
+        block = np.asarray(X[start:stop] if rows is None else X[rows[start:stop]], np.float64)
+        sums += _one_hot(codes[start:stop], n_classes) @ block
+    return sums / np.maximum(np.bincount(codes, minlength=n_classes), 1)[:, None]
 
 
 def mean_directions(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +120,6 @@ def residuals(X: np.ndarray, codes: np.ndarray, means: np.ndarray,
     nearest = np.empty(X.shape[0], dtype=np.int64)
     dtype = np.float32 if X.dtype == np.float32 else np.float64
     cast_means, cast_directions = means.astype(dtype), directions.astype(dtype)
-    half_norms = 0.5 * np.einsum("cd,cd->c", means, means)
     for start, stop in row_chunks(*X.shape):
         block = np.asarray(X[start:stop], dtype=dtype)
         labels = codes[start:stop]
@@ -110,31 +128,34 @@ def residuals(X: np.ndarray, codes: np.ndarray, means: np.ndarray,
         scatter += np.bincount(labels, weights=squared, minlength=n_classes)
         spread += np.bincount(labels, weights=np.sqrt(squared), minlength=n_classes)
         projected += np.square(residual @ cast_directions, dtype=np.float64).sum(axis=0)
-        nearest[start:stop] = _nearest(block, cast_means, half_norms)
+        nearest[start:stop] = _nearest(block, means)
     return Residuals(scatter, spread, projected, nearest)
 
 
 def nearest_means(X: np.ndarray, means: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """Index of the nearest class mean (euclidean) of every row of ``X`` (or ``X[rows]``):
-    ``argmax_c (z·μ_c − ‖μ_c‖²/2)``, streamed over row chunks."""
+    """Index of the nearest class mean (euclidean) of every row of ``X`` (or ``X[rows]``),
+    streamed over row chunks."""
     n = X.shape[0] if rows is None else len(rows)
-    half_norms = 0.5 * np.einsum("cd,cd->c", means, means)
     out = np.empty(n, dtype=np.int64)
     for start, stop in row_chunks(n, X.shape[1]):
-        block = np.asarray(X[start:stop] if rows is None else X[rows[start:stop]],
-                           dtype=np.float64)
-        out[start:stop] = _nearest(block, means, half_norms)
+        out[start:stop] = _nearest(X[start:stop] if rows is None else X[rows[start:stop]], means)
     return out
 
 
-def _nearest(block: np.ndarray, means: np.ndarray, half_norms: np.ndarray) -> np.ndarray:
-    return (block @ means.T - half_norms).argmax(axis=1)
+def _nearest(block: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """``argmin_c ‖z − μ_c‖² = argmax_c (z − m)·(μ_c − m) − ‖μ_c − m‖²/2`` in float64, with m
+    the mean of the means so that a large common offset does not cancel."""
+    centre = means.mean(axis=0)
+    shifted = means - centre
+    scores = (np.asarray(block, dtype=np.float64) - centre) @ shifted.T
+    return (scores - 0.5 * np.einsum("cd,cd->c", shifted, shifted)).argmax(axis=1)
 
 
 def similarity_means(sums: ClassSums) -> dict[str, float]:
     """Exact mean cosines of same-class and different-class pairs and what follows from them.
 
-    ``s_in = Σ_c(‖S_c‖² − n_c)/Σ_c n_c(n_c − 1)``,
+    ``s_in = Σ_c(‖S_c‖² − n_c)/Σ_c n_c(n_c − 1)`` (n_c here is Σ_{i∈c}‖ẑᵢ‖², which differs
+    only when all-zero rows are allowed, i.e. not under cosine),
     ``s_out = (‖S‖² − Σ_c‖S_c‖²)/(N² − Σ_c n_c²)``, ``alignment = 2 − 2 s_in`` (Wang & Isola
     2020, α = 2: the mean of ‖ẑᵢ − ẑⱼ‖² over same-class pairs, range [0, 4], low is good).
     """
@@ -145,7 +166,7 @@ def similarity_means(sums: ClassSums) -> dict[str, float]:
     other_pairs = n.sum() ** 2 - np.sum(n**2)
     out = {}
     if same_pairs > 0:
-        s_in = float((squared.sum() - n.sum()) / same_pairs)
+        s_in = float((squared.sum() - sums.unit_squares.sum()) / same_pairs)
         out["alignment"] = 2.0 - 2.0 * s_in
         out["intra_class_similarity"] = s_in
     if other_pairs > 0:
@@ -155,13 +176,15 @@ def similarity_means(sums: ClassSums) -> dict[str, float]:
     return out
 
 
-def anisotropy(unit_total: np.ndarray, n: int) -> dict[str, float]:
-    """Mean cosine of distinct pairs ``(N‖m‖² − 1)/(N − 1)`` with ``m = S/N`` (exact, O(ND);
-    ≈ 0 is good, 1 means every vector points the same way) and ``mean_norm = ‖m‖``."""
-    mean = unit_total / n
-    squared = float(mean @ mean)
-    return {"anisotropy": (n * squared - 1.0) / (n - 1.0) if n > 1 else 0.0,
-            "mean_norm": float(np.sqrt(squared))}
+def anisotropy(sums: ClassSums) -> dict[str, float]:
+    """Mean cosine of distinct pairs ``(‖S‖² − N)/(N(N − 1)) = (N‖m‖² − 1)/(N − 1)`` with
+    ``m = S/N`` (exact, O(ND); ≈ 0 is good, 1 means every vector points the same way;
+    Ethayarajh 2019) and ``mean_norm = ‖m‖``."""
+    total = sums.unit_sums.sum(axis=0)
+    n = float(sums.counts.sum())
+    squared = float(total @ total)
+    value = (squared - sums.unit_squares.sum()) / (n * (n - 1.0)) if n > 1 else 0.0
+    return {"anisotropy": value, "mean_norm": float(np.sqrt(squared) / n)}
 
 
 def neural_collapse(sums: ClassSums, res: Residuals, singular: np.ndarray) -> dict[str, float]:
@@ -183,7 +206,9 @@ def _neural_collapse(sums: ClassSums, res: Residuals, singular: np.ndarray) -> d
     n = sums.counts.astype(np.float64)
     means = sums.sums / n[:, None]
     n_classes = len(n)
-    out = {"nc1": float(np.sum(res.projected / n.sum() / singular**2))}
+    # no kept direction: every class mean coincides and NC1 is undefined, not 0
+    out = {"nc1": float(np.sum(res.projected / n.sum() / singular**2)) if len(singular)
+           else float("nan")}
     variances = res.scatter / n
     upper = np.triu_indices(n_classes, k=1)
     gaps = means[:, None, :] - means[None, :, :]

@@ -256,12 +256,31 @@ def check_embeddings(X, *, name: str = "embeddings") -> np.ndarray:
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InputError(f"{name}: embedding matrix is empty, shape {array.shape}")
     if np.issubdtype(array.dtype, np.floating):
-        bad_rows = count_nonfinite_rows(array)
+        bad_rows, huge_rows = count_nonfinite_rows(array), count_huge_rows(array)
         if bad_rows:
             raise InputError(
                 f"{name}: {bad_rows} of {array.shape[0]} rows hold NaN or infinite values"
             )
+        if huge_rows:
+            raise InputError(
+                f"{name}: {huge_rows} of {array.shape[0]} rows hold values above {HUGE:g} in "
+                "magnitude, which overflow once squared; rescale the embeddings"
+            )
     return array
+
+
+HUGE = 1e150  # |x| beyond this overflows float64 once squared and summed
+
+
+def count_huge_rows(X: np.ndarray) -> int:
+    """Number of rows of ``X`` with a finite value above :data:`HUGE` in magnitude."""
+    if float(np.finfo(X.dtype).max) <= HUGE:
+        return 0  # float32 and smaller cannot hold such values
+    total = 0
+    for start, stop in row_chunks(X.shape[0], X.shape[1]):
+        block = np.abs(X[start:stop])
+        total += int(np.count_nonzero(((block > HUGE) & np.isfinite(block)).any(axis=1)))
+    return total
 
 
 def count_nonfinite_rows(X: np.ndarray) -> int:

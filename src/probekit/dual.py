@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from probekit import __version__
-from probekit.clusters import nearest_means
+from probekit.clusters import class_means, nearest_means
 from probekit.data import check_embeddings, check_labels, encode_labels
 from probekit.errors import InputError
-from probekit.geometry import Geometry, Graph, check_extras
+from probekit.geometry import Geometry, Graph, check_extras, check_sample_size
 from probekit.geometry import geometry as diagnostics
 from probekit.knn import (
     DEFAULT_K,
@@ -148,6 +148,8 @@ def dual_probe(
             check_no_zero_rows(X_test, name="test embeddings")
 
     extras = check_extras(extra) if geometry else ()
+    if geometry:
+        check_sample_size(geometry_sample)
     encoding = encode_labels(y, y_test)
     names = encoding.class_names
     if encoding.n_train_classes < 2:
@@ -223,7 +225,11 @@ def dual_probe(
             progress=report_stage("linear probe", fold)), unit.test_codes))
         linear_time += time.perf_counter() - tick
     if shape is not None and shape.class_means is not None:
-        nearest = nearest_means(units[0].test_source, shape.class_means, units[0].test_rows)
+        means = shape.class_means
+        if loo:  # the geometry saw every row; the nearest-centroid rule must not see the test
+            means = class_means(X, units[0].train_codes, encoding.n_train_classes,
+                                units[0].train_rows)
+        nearest = nearest_means(units[0].test_source, means, units[0].test_rows)
         shape = shape.with_values(ncc_linear_agreement=float(
             np.mean(nearest == linear_runs[0][0].predictions)))
     for predicted, _ in linear_runs:

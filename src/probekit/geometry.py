@@ -55,6 +55,7 @@ class Graph:
     database_codes: np.ndarray | None
     metric: str
     leave_one_out: bool
+    database_ids: np.ndarray | None = None  # row ids (graph.row_ids) when already known
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ def diagnose(
     """
     X = check_embeddings(X, name="embeddings")
     check_metric(metric)
+    check_sample_size(sample_size)
     extras = check_extras(extra)
     codes, n_classes = None, 0
     if y is not None:
@@ -154,11 +156,21 @@ def diagnose(
     if X.shape[0] < 3:
         raise InputError(f"geometry needs at least 3 samples, got {X.shape[0]}")
     vectors = prepare_vectors(X, metric=metric)
-    k = min(X.shape[0] - 1, MLE_K if "mle_intrinsic_dim" in extras else NEIGHBOURHOOD_K)
+    ids = graph.row_ids(vectors)
+    # TwoNN and the MLE skip copies of rows: search deep enough to find their neighbours
+    # among the distinct rows even when every row has as many copies as the most copied one
+    copies = int(np.unique(ids, return_counts=True)[1].max())
+    needed = (MLE_K + 4 if "mle_intrinsic_dim" in extras else NEIGHBOURHOOD_K) * copies
+    k = min(X.shape[0] - 1, needed + copies - 1)
     found = search(vectors, vectors, k, metric=metric, exclude_self=True, backend=backend)
-    return geometry(X, codes, n_classes=n_classes, graph=Graph(found, vectors, vectors, codes,
-                    codes, metric, True), sample_size=sample_size, seed=seed, extra=extras,
-                    backend=backend)
+    return geometry(X, codes, n_classes=n_classes, graph=Graph(
+        found, vectors, vectors, codes, codes, metric, True, ids), sample_size=sample_size,
+        seed=seed, extra=extras, backend=backend)
+
+
+def check_sample_size(sample_size: int) -> None:
+    if sample_size < 2:
+        raise InputError(f"the geometry sample needs at least 2 rows, got {sample_size}")
 
 
 def check_extras(extra: Iterable[str]) -> tuple[str, ...]:
@@ -190,11 +202,12 @@ def geometry(
     # cosine-based keys: the graph's float32 unit rows, or float64 ones for float64 input
     unit = (graph.database if graph.metric == "cosine" and X.dtype != np.float64
             else _unit_rows(X))
-    sums, gram = clusters.class_sums(X, codes if labelled else np.zeros(n, dtype=np.int64),
-                                     n_classes if labelled else 1, unit=unit)
+    sums, shifted_gram, shift = clusters.class_sums(
+        X, codes if labelled else np.zeros(n, dtype=np.int64), n_classes if labelled else 1,
+        unit=unit)
     if labelled:
         values.update(clusters.similarity_means(sums))
-    values.update(clusters.anisotropy(sums.unit_sums.sum(axis=0), n))
+    values.update(clusters.anisotropy(sums))
 
     sample = pairwise.sample_rows(n, sample_size, seed)
     pairs = sample if len(sample) <= UNIFORMITY_MAX else pairwise.sample_rows(n, UNIFORMITY_MAX,
@@ -202,14 +215,16 @@ def geometry(
     values["uniformity"] = pairwise.uniformity(unit[pairs])
     values["uniformity_excess"] = values["uniformity"] - spectrum.uniform_sphere_uniformity(dim)
 
-    sigma2, lam = spectrum.gram_spectrum(X, gram, sums.sums.sum(axis=0))
+    sigma2, lam = spectrum.gram_spectrum(X, shifted_gram, shift, sums.sums.sum(axis=0))
     values["rankme"] = spectrum.rankme(np.sqrt(sigma2))
     values["rankme_centered"] = spectrum.rankme(np.sqrt(lam))
     if lam.sum() > 0:
         values["effective_rank_90"] = spectrum.explained_dimensions(lam, 0.90)
         values["effective_rank_99"] = spectrum.explained_dimensions(lam, 0.99)
         values["participation_ratio"] = spectrum.participation_ratio(lam)
-        values["alpha_req"], values["alpha_req_r2"] = spectrum.alpha_req(lam)
+        precision = np.finfo(X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64)
+        values["alpha_req"], values["alpha_req_r2"] = spectrum.alpha_req(
+            lam, rtol=dim * float(precision.eps))
 
     means = None
     if labelled:
@@ -224,9 +239,11 @@ def geometry(
         values.update(pairwise.retrieval(unit, codes, queries, backend=backend))
         values.update(clusters.cluster_indices(sums, res))
 
-    values.update(_graph_values(graph, n, labelled, extra, notes))
+    graph_protocol: dict = {}
+    values.update(_graph_values(graph, n, labelled, extra, sample, backend, notes,
+                                graph_protocol))
     values.update(_extra_values(X, codes if labelled else None, n_classes, lam, sample, seed,
-                                extra))
+                                extra, notes))
     protocol = {
         "n": n, "dim": dim, "n_classes": n_classes if labelled else 0,
         "metric": graph.metric, "sample_size": int(len(sample)), "seed": seed,
@@ -237,6 +254,7 @@ def geometry(
         else "queries (test) -> these rows (train)",
         "n_graph_queries": int(graph.neighbors.indices.shape[0]),
         "extra": list(extra),
+        **graph_protocol,
     }
     undefined = [key for key in GOOD_DIRECTION if key in values and not np.isfinite(values[key])]
     if undefined:
@@ -254,37 +272,64 @@ def _unit_rows(X: np.ndarray) -> np.ndarray:
     return unit
 
 
-def _graph_values(g: Graph, n: int, labelled: bool, extra, notes: list[str]) -> dict:
+def _graph_values(g: Graph, n: int, labelled: bool, extra, sample: np.ndarray,
+                  backend: str, notes: list[str], protocol: dict) -> dict:
     indices = g.neighbors.indices
     k = min(NEIGHBOURHOOD_K, indices.shape[1])
-    out = graph.hubness(indices, n, k)
+    out = {}
     if labelled and g.query_codes is not None and g.database_codes is not None:
         out["knn_label_agreement"] = graph.neighbourhood_hit(
             g.database_codes[indices], g.query_codes, k)
+    out.update(_hubness(g, n, k, sample, backend, protocol))
     if g.metric == "ip":
         notes.append("intrinsic dimension needs distances: not computed for metric 'ip'")
         return out
-    # TwoNN needs two distinct positive distances: 4 columns leave room for a few duplicates
-    depth = MLE_K + 2 if "mle_intrinsic_dim" in extra else 4
-    distances = graph.neighbour_distances(g.queries, g.database, indices,
-                                          min(indices.shape[1], depth))
-    out["intrinsic_dim_twonn"] = graph.twonn_dimension(distances)
+    database_ids = g.database_ids if g.database_ids is not None else graph.row_ids(g.database)
+    query_ids = database_ids if g.leave_one_out else graph.row_ids(g.queries)
+    wanted = [("intrinsic_dim_twonn", 2, graph.twonn_dimension)]
     if "mle_intrinsic_dim" in extra:
-        if distances.shape[1] < MLE_K:
-            notes.append(f"mle_intrinsic_dim needs {MLE_K} neighbours; the graph has "
-                         f"{distances.shape[1]}")
-        else:
-            out["mle_intrinsic_dim"] = graph.mle_dimension(distances, MLE_K)
+        wanted.append(("mle_intrinsic_dim", MLE_K, graph.mle_dimension))
+    for key, count, estimator in wanted:
+        # a few spare candidates, re-ranked by exact distance: float32 similarities can swap
+        # near neighbours of tightly packed points
+        chosen = graph.distinct_neighbours(indices, query_ids, database_ids, count + 4,
+                                           columns=indices.shape[1])
+        usable = (chosen[:, :count] >= 0).all(axis=1)
+        if usable.sum() < 3:
+            notes.append(f"{key} needs {count} distinct neighbours per point; the graph "
+                         f"({indices.shape[1]} neighbours) has them for {int(usable.sum())} "
+                         "points")
+            continue
+        distances = graph.neighbour_distances(g.queries[usable], g.database,
+                                              chosen[usable])[:, :count]
+        out[key] = estimator(distances) if count == 2 else estimator(distances, count)
     return out
 
 
-def _extra_values(X, codes, n_classes, lam, sample, seed, extra) -> dict:
+def _hubness(g: Graph, n: int, k: int, sample: np.ndarray, backend: str,
+             protocol: dict) -> dict:
+    """Hubness needs a leave-one-out graph (on a test -> train graph each row is retrieved
+    only k·n_test/n_train times on average, which skews N_k by itself): the probe's own when
+    it is one, else one over the seeded sample of rows (k = 10)."""
+    if g.leave_one_out:
+        protocol["hubness_graph"] = f"leave-one-out over all {n} rows"
+        return graph.hubness(g.neighbors.indices, n, k)
+    rows = g.database[sample]
+    k = min(NEIGHBOURHOOD_K, len(sample) - 1)
+    found = search(rows, rows, k, metric=g.metric, exclude_self=True, backend=backend)
+    protocol["hubness_graph"] = f"leave-one-out over {len(sample)} sampled rows"
+    return graph.hubness(found.indices, len(sample), k)
+
+
+def _extra_values(X, codes, n_classes, lam, sample, seed, extra, notes: list[str]) -> dict:
     out = {}
     if "isoscore" in extra:
         out["isoscore"] = spectrum.isoscore(lam, X.shape[1])
     rows = np.asarray(X[sample], dtype=np.float64) if ("kmeans" in extra
                                                        or "trustworthiness" in extra) else None
-    if "kmeans" in extra and codes is not None:
+    if "kmeans" in extra and codes is not None and len(sample) < n_classes:
+        notes.append(f"kmeans needs at least {n_classes} sampled rows, got {len(sample)}")
+    elif "kmeans" in extra and codes is not None:
         from sklearn.cluster import KMeans
         from sklearn.metrics import (
             adjusted_mutual_info_score,
@@ -297,12 +342,14 @@ def _extra_values(X, codes, n_classes, lam, sample, seed, extra) -> dict:
         out["kmeans_nmi"] = normalized_mutual_info_score(truth, found)
         out["kmeans_ami"] = adjusted_mutual_info_score(truth, found)
         out["kmeans_ari"] = adjusted_rand_score(truth, found)
-    if "trustworthiness" in extra:
+    neighbours = min(5, min(len(sample), 5000) // 2 - 1)
+    if "trustworthiness" in extra and (X.shape[1] < 2 or neighbours < 1):
+        notes.append("trustworthiness needs 2 dimensions and at least 4 rows")
+    elif "trustworthiness" in extra:
         from sklearn.decomposition import PCA
         from sklearn.manifold import trustworthiness
 
         subset = rows[:5000]
         projected = PCA(n_components=2, random_state=seed).fit_transform(subset)
-        out["trustworthiness"] = trustworthiness(subset, projected,
-                                                 n_neighbors=min(5, len(subset) // 2 - 1))
+        out["trustworthiness"] = trustworthiness(subset, projected, n_neighbors=neighbours)
     return out

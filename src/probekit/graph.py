@@ -8,6 +8,8 @@ for the few neighbours they need, so exact duplicates have distance exactly 0.
 
 from __future__ import annotations
 
+from hashlib import blake2b
+
 import numpy as np
 
 from probekit.data import row_chunks
@@ -39,40 +41,56 @@ def hubness(indices: np.ndarray, n_database: int, k: int) -> dict[str, float]:
     }
 
 
-def neighbour_distances(queries: np.ndarray, database: np.ndarray, indices: np.ndarray,
-                        columns: int) -> np.ndarray:
-    """Euclidean distances from each query to its first ``columns`` neighbours, sorted
+def neighbour_distances(queries: np.ndarray, database: np.ndarray,
+                        neighbours: np.ndarray) -> np.ndarray:
+    """Euclidean distances from each query to the given database rows (-1 gives NaN), sorted
     ascending per row. Differences are taken in the vectors' own precision (identical rows give
     exactly 0), squares summed in float64."""
-    width = min(columns, indices.shape[1])
-    out = np.empty((len(indices), width))
-    for start, stop in row_chunks(len(indices), width * database.shape[1]):
-        neighbours = database[indices[start:stop, :width].ravel()]
-        diff = queries[start:stop, None, :] - neighbours.reshape(stop - start, width, -1)
+    width = neighbours.shape[1]
+    out = np.empty(neighbours.shape)
+    for start, stop in row_chunks(len(neighbours), width * database.shape[1]):
+        chosen = neighbours[start:stop]
+        rows = database[np.maximum(chosen, 0).ravel()].reshape(stop - start, width, -1)
+        diff = queries[start:stop, None, :] - rows
         out[start:stop] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff, dtype=np.float64))
+    out[neighbours < 0] = np.nan
     return np.sort(out, axis=1)
 
 
-def _distinct_positive(distances: np.ndarray, count: int) -> np.ndarray:
-    """Per row, the first ``count`` distinct positive distances (NaN where a row has fewer):
-    the neighbours of the de-duplicated data set."""
-    new = distances > 0
-    new[:, 1:] &= distances[:, 1:] != distances[:, :-1]  # rows are sorted ascending
-    order = np.cumsum(new, axis=1)
-    rows, cols = np.nonzero(new & (order <= count))
-    out = np.full((len(distances), count), np.nan)
-    out[rows, order[rows, cols] - 1] = distances[rows, cols]
+def row_ids(vectors: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's bytes: equal rows share an id (for de-duplication)."""
+    rows = np.ascontiguousarray(vectors)
+    return np.array([int.from_bytes(blake2b(row.tobytes(), digest_size=8).digest(), "little",
+                                    signed=True) for row in rows], dtype=np.int64)
+
+
+def distinct_neighbours(indices: np.ndarray, query_ids: np.ndarray, database_ids: np.ndarray,
+                        count: int, columns: int = 40) -> np.ndarray:
+    """The first ``count`` neighbours of each query in the de-duplicated data set: neighbours
+    identical to the query, or to an earlier neighbour, are skipped (by row id, so distinct
+    rows at equal distances are all kept). -1 where a row has fewer within ``columns``."""
+    width = min(columns, indices.shape[1])
+    ids = database_ids[indices[:, :width]]
+    keep = ids != query_ids[:, None]
+    for j in range(1, width):
+        keep[:, j] &= (ids[:, j, None] != ids[:, :j]).all(axis=1)
+    order = np.cumsum(keep, axis=1)
+    rows, cols = np.nonzero(keep & (order <= count))
+    out = np.full((len(indices), count), -1, dtype=np.int64)
+    out[rows, order[rows, cols] - 1] = indices[rows, cols]
     return out
 
 
 def twonn_dimension(distances: np.ndarray, discard: float = 0.1) -> float:
-    """TwoNN intrinsic dimension (Facco et al., Sci. Rep. 2017) on de-duplicated data.
+    """TwoNN intrinsic dimension (Facco et al., Sci. Rep. 2017).
 
-    ``μ = r₂/r₁`` per point; with F the empirical CDF of μ, fit ``−log(1 − F) = d log μ``
-    through the origin after discarding the largest ``discard`` share of μ.
+    ``distances`` holds each point's two nearest distinct neighbours (rows with NaN are
+    skipped). ``μ = r₂/r₁`` per point; with F the empirical CDF of μ, fit
+    ``−log(1 − F) = d log μ`` through the origin after discarding the largest ``discard``
+    share of μ. Descriptive (no good direction); underestimates high dimensions.
     """
-    pairs = _distinct_positive(distances, 2)
-    mu = np.sort(pairs[:, 1] / pairs[:, 0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu = np.sort(distances[:, 1] / distances[:, 0])
     mu = mu[np.isfinite(mu)]
     n = len(mu)
     if n < 3:
@@ -84,10 +102,10 @@ def twonn_dimension(distances: np.ndarray, discard: float = 0.1) -> float:
 
 
 def mle_dimension(distances: np.ndarray, k: int = 20) -> float:
-    """Levina–Bickel MLE of intrinsic dimension (NeurIPS 2004), k neighbours, de-duplicated:
+    """Levina–Bickel MLE of intrinsic dimension (NeurIPS 2004) from each point's k nearest
+    distinct neighbours (rows with NaN skipped):
     ``m(x) = [(1/(k−1)) Σ_{j<k} log(T_k(x)/T_j(x))]⁻¹`` averaged over the points."""
-    radii = _distinct_positive(distances, k)
-    radii = radii[np.isfinite(radii).all(axis=1)]
+    radii = distances[np.isfinite(distances).all(axis=1) & (distances > 0).all(axis=1)]
     if not len(radii):
         return float("nan")
     logs = np.log(radii[:, -1:] / radii[:, :-1]).sum(axis=1) / (k - 1)

@@ -9,7 +9,8 @@ similar. Backends, in the order ``backend="auto"`` tries them:
 ``faiss-cpu``  faiss flat indexes on the CPU (the default install);
 ``numpy``      chunked matrix products and ``argpartition``.
 
-All are exact; they differ only in the order of neighbours whose similarities tie. Similarities
+All are exact; neighbours whose similarities tie are ordered by database index whatever the
+backend (though which tied rows make the cut at the k-th place may differ). Similarities
 are float32. Under ``metric="euclidean"`` the similarity is the negated distance ``-||q - x||``
 so that "larger is nearer" holds for every metric.
 """
@@ -177,6 +178,9 @@ def search(
     sims, idx = runner(queries, database, k_search, metric, name, progress)
     if metric == "euclidean":  # runners return -||q - x||^2; report -||q - x||
         sims = -np.sqrt(np.maximum(-sims, 0.0))
+    # one order for every backend: similarity descending, ties by database index
+    order = np.lexsort((idx, -sims), axis=1)
+    sims, idx = np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
     if exclude_self:
         sims, idx = _drop_self(sims, idx)
     return Neighbors(np.ascontiguousarray(sims, np.float32), idx.astype(np.int64), name)

@@ -53,6 +53,8 @@ def silhouette(unit: np.ndarray, codes: np.ndarray, unit_sums: np.ndarray) -> fl
     """
     n = unit.shape[0]
     counts = np.bincount(codes, minlength=unit_sums.shape[0]).astype(np.float64)
+    # distances at rounding level are zero: identical rows give a = b = 0 and s = 0
+    tolerance = 8 * float(np.finfo(unit.dtype if unit.dtype == np.float32 else np.float64).eps)
     total = 0.0
     step = max(1, _BLOCK_ELEMENTS // max(unit.shape[1], len(counts)))
     for start in range(0, n, step):
@@ -60,15 +62,18 @@ def silhouette(unit: np.ndarray, codes: np.ndarray, unit_sums: np.ndarray) -> fl
         own = codes[start:start + len(block)]
         rows = np.arange(len(block))
         distance_sums = counts[None, :] - block @ unit_sums.T
+        # i's own term 1 − ‖ẑᵢ‖² is 0 for unit rows, 1 for an all-zero row: take it out
+        distance_sums[rows, own] -= 1.0 - np.einsum("ij,ij->i", block, block)
         own_size = counts[own]
-        a = distance_sums[rows, own] / np.maximum(own_size - 1, 1)
-        means = distance_sums / np.maximum(counts, 1)
+        a = np.maximum(distance_sums[rows, own], 0.0) / np.maximum(own_size - 1, 1)
+        means = np.maximum(distance_sums, 0.0) / np.maximum(counts, 1)
         means[rows, own] = np.inf
         means[:, counts == 0] = np.inf
         b = means.min(axis=1)
+        largest = np.maximum(a, b)
         with np.errstate(invalid="ignore", divide="ignore"):
-            s = (b - a) / np.maximum(a, b)
-        s[(own_size <= 1) | ~np.isfinite(s)] = 0.0
+            s = (b - a) / largest
+        s[(own_size <= 1) | ~np.isfinite(s) | (largest <= tolerance)] = 0.0
         total += s.sum()
     return float(total / n)
 
@@ -82,7 +87,7 @@ def retrieval(unit: np.ndarray, codes: np.ndarray, queries: np.ndarray, *,
     MAP@R = (1/R) Σ_{r≤R} P(r)·rel(r). Range [0, 1], high is good; queries of singleton
     classes are skipped. The ranking is one exact top-(R_max + 1) search of the queries.
     """
-    from probekit.neighbors import search
+    from probekit.neighbors import available_backends, resolve_backend, search
 
     counts = np.bincount(codes)
     depth = int(counts.max()) - 1
@@ -90,8 +95,10 @@ def retrieval(unit: np.ndarray, codes: np.ndarray, queries: np.ndarray, *,
     keep = r > 0
     if depth < 1 or not keep.any():
         return {}
-    found = search(unit[queries], unit, min(depth + 1, unit.shape[0]), metric="ip",
-                   backend=backend)
+    k = min(depth + 1, unit.shape[0])
+    if k > 2048 and resolve_backend(backend) == "faiss-gpu":  # faiss-gpu's limit on k
+        backend = "torch" if "torch" in available_backends() else "faiss-cpu"
+    found = search(unit[queries], unit, k, metric="ip", backend=backend)
     indices = found.indices
     mine = indices == queries[:, None]
     mine[~mine.any(axis=1), -1] = True  # self not returned (duplicates): drop the last one

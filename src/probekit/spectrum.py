@@ -13,25 +13,32 @@ from scipy.special import gammaln, logsumexp
 from probekit.data import row_chunks
 
 
-def gram_spectrum(X: np.ndarray, gram: np.ndarray | None = None,
+def gram_spectrum(X: np.ndarray, shifted_gram: np.ndarray | None = None,
+                  shift: np.ndarray | None = None,
                   total: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Squared singular values of the uncentred and of the centred rows, descending.
 
     Returns ``(sigma2, lambda_times_n)``: the eigenvalues of ``ZᵀZ`` and of the centred
-    ``(Z − m)ᵀ(Z − m) = ZᵀZ − N m mᵀ`` (so the covariance eigenvalues are
-    ``lambda_times_n / N``). ``gram`` and the column sums ``total`` may come from an earlier
-    pass (:func:`probekit.clusters.class_sums`); when N < D the N x N Gram is used instead.
+    ``(Z − m)ᵀ(Z − m)`` (so the covariance eigenvalues are ``lambda_times_n / N``). Both come
+    from ``G' = Σ(z − s)(z − s)ᵀ`` for a shift s near the mean, accumulated in float64:
+    ``(Z − m)ᵀ(Z − m) = G' − t tᵀ/N`` and ``ZᵀZ = G' + s tᵀ + t sᵀ + N s sᵀ`` with
+    ``t = Σ(z − s)``, so data far from the origin keeps its small eigenvalues.
+    ``shifted_gram``, ``shift`` and the column sums ``total`` may come from
+    :func:`probekit.clusters.class_sums`; when N < D the N x N Gram is used instead.
     """
     n, dim = X.shape
     if n >= dim:
-        if gram is None or total is None:
-            gram, total = np.zeros((dim, dim)), np.zeros(dim)
+        if shifted_gram is None or shift is None or total is None:
+            shifted_gram, shift, total = np.zeros((dim, dim)), None, np.zeros(dim)
             for start, stop in row_chunks(n, dim):
                 block = np.asarray(X[start:stop], dtype=np.float64)
-                gram += block.T @ block
+                shift = block.mean(axis=0) if shift is None else shift
+                shifted_gram += (block - shift).T @ (block - shift)
                 total += block.sum(axis=0)
-        mean = total / n
-        centred = gram - n * np.outer(mean, mean)
+        offset_total = total - n * shift
+        centred = shifted_gram - np.outer(offset_total, offset_total) / n
+        gram = (shifted_gram + np.outer(shift, offset_total) + np.outer(offset_total, shift)
+                + n * np.outer(shift, shift))
     else:
         Z = np.asarray(X, dtype=np.float64)
         gram = Z @ Z.T
@@ -69,14 +76,16 @@ def participation_ratio(eigenvalues: np.ndarray) -> float:
     return float(eigenvalues.sum() ** 2 / np.sum(eigenvalues**2))
 
 
-def alpha_req(eigenvalues: np.ndarray) -> tuple[float, float]:
+def alpha_req(eigenvalues: np.ndarray, rtol: float = 1e-12) -> tuple[float, float]:
     """α-ReQ (Agrawal et al., NeurIPS 2022): the slope α of ``log λ_r ≈ −α log r + b``.
 
     Weighted least squares with weights 1/r over ranks 11…100 when at least 100 positive
-    eigenvalues exist, else over the ranks in [10 %, 90 %] of them. Returns ``(α, R²)`` (the
-    weighted R² of the fit); α ≈ 1 is the reference value for good representations.
+    eigenvalues exist, else over the ranks in [10 %, 90 %] of them; eigenvalues below
+    ``rtol x max`` count as zero (pass about D x the input's machine epsilon). Returns
+    ``(α, R²)`` (the weighted R² of the fit); α ≈ 1 is the reference value for good
+    representations.
     """
-    positive = eigenvalues[eigenvalues > eigenvalues.max(initial=0) * 1e-12]
+    positive = eigenvalues[eigenvalues > eigenvalues.max(initial=0) * rtol]
     m = len(positive)
     if m >= 100:
         ranks = np.arange(11, 101)
