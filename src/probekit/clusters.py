@@ -82,6 +82,8 @@ def class_sums(X: np.ndarray, codes: np.ndarray, n_classes: int,
                                     minlength=n_classes)
         if shift is None:
             shift = block.mean(axis=0)
+        # float64 products of shifted rows: the shift removes the common offset that would
+        # swamp the small eigenvalues, float64 keeps the noise floor of σ (RankMe) far down
         shifted = block - shift
         gram += shifted.T @ shifted
     counts = np.bincount(codes, minlength=n_classes)

@@ -160,7 +160,7 @@ def diagnose(
     # TwoNN and the MLE skip copies of rows: search deep enough to find their neighbours
     # among the distinct rows even when every row has as many copies as the most copied one
     copies = int(np.unique(ids, return_counts=True)[1].max())
-    needed = (MLE_K + 4 if "mle_intrinsic_dim" in extras else NEIGHBOURHOOD_K) * copies
+    needed = (MLE_K + 2 if "mle_intrinsic_dim" in extras else NEIGHBOURHOOD_K) * copies
     k = min(X.shape[0] - 1, needed + copies - 1)
     found = search(vectors, vectors, k, metric=metric, exclude_self=True, backend=backend)
     return geometry(X, codes, n_classes=n_classes, graph=Graph(
@@ -292,7 +292,7 @@ def _graph_values(g: Graph, n: int, labelled: bool, extra, sample: np.ndarray,
     for key, count, estimator in wanted:
         # a few spare candidates, re-ranked by exact distance: float32 similarities can swap
         # near neighbours of tightly packed points
-        chosen = graph.distinct_neighbours(indices, query_ids, database_ids, count + 4,
+        chosen = graph.distinct_neighbours(indices, query_ids, database_ids, count + 2,
                                            columns=indices.shape[1])
         usable = (chosen[:, :count] >= 0).all(axis=1)
         if usable.sum() < 3:
