@@ -124,11 +124,18 @@ def cli():
 @click.option("--label-key", default=None, help="Array name inside .npz label files.")
 @click.option("--label-column", default=None, help="Label column of .csv/.tsv/.parquet labels.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the full report as JSON here.")
+              help="Write the full report as JSON here (and the figure data beside it, .npz).")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Write the figures into this folder (adds the 2-D map).")
+@click.option("--plot-format", type=click.Choice(["png", "svg", "pdf"]), default="png",
+              show_default=True, help="File format of the figures.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write one self-contained HTML report here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temperature, loo,
              test_size, folds, seed, c_grid, val_size, max_iter, tol, backend, n_bootstrap,
-             geometry, geometry_sample, extra, key, label_key, label_column, out, quiet):
+             geometry, geometry_sample, extra, key, label_key, label_column, out, plots_dir,
+             plot_format, html_path, quiet):
     """Run the dual probe on EMBEDDINGS (N x D: .npy .npz .csv .tsv .parquet) and LABELS
     (N labels: .npy .npz .txt .csv .tsv .parquet) and print the summary."""
     from probekit.data import load_embeddings, load_labels
@@ -151,15 +158,14 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
             folds=folds, seed=seed, backend=backend, n_bootstrap=n_bootstrap,
             max_iter=max_iter, tol=tol, geometry=geometry, geometry_sample=geometry_sample,
             extra=[name.strip() for name in extra.split(",") if name.strip()],
-            progress=progress,
+            projection=plots_dir is not None or html_path is not None, progress=progress,
         )
         progress.close()
         files = {"embeddings": embeddings, "labels": labels, "test_embeddings": test_embeddings,
                  "test_labels": test_labels}
         report = dataclasses.replace(report, input={**report.input, "files": {
             role: _describe_file(path) for role, path in files.items() if path is not None}})
-        if out is not None:
-            report.to_json(out)
+        _write_outputs(report, out, plots_dir, plot_format, html_path, quiet=quiet)
     except InputError as error:
         progress.close()
         _fail(str(error))
@@ -213,6 +219,54 @@ def diagnose(embeddings, labels, metric, sample_size, seed, extra, backend, key,
     except OSError as error:
         _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), status=1)
     click.echo(result.to_markdown(f"Geometry of {embeddings.name}"), nl=False)
+
+
+@cli.command()
+@click.argument("report_path", metavar="REPORT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Folder for the figures.")
+@click.option("--plot-format", type=click.Choice(["png", "svg", "pdf"]), default="png",
+              show_default=True)
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write the self-contained HTML report here.")
+def plot(report_path, plots_dir, plot_format, html_path):
+    """Re-render the figures of a saved REPORT (.json with its .npz sidecar) without
+    recomputing the probes."""
+    from probekit.report import Report
+
+    try:
+        if not report_path.is_file():
+            raise InputError(f"report file not found: {report_path}")
+        try:
+            report = Report.load(report_path)
+        except (ValueError, KeyError) as error:
+            raise InputError(f"{report_path.name} is not a probekit report: {error}") from None
+        if not report.arrays:
+            raise InputError(f"{report_path.with_suffix('.npz').name} (the figure data saved "
+                             "beside the report) is missing")
+        _write_outputs(report, None, plots_dir, plot_format, html_path)
+    except InputError as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), status=1)
+
+
+def _write_outputs(report, out, plots_dir, plot_format, html_path, quiet=False) -> None:
+    """The JSON (+ sidecar), the figures and the HTML that were asked for."""
+    if out is not None:
+        report.save(out)
+    if plots_dir is not None:
+        from probekit.plots import write_figures
+
+        paths = write_figures(report, plots_dir, fmt=plot_format)
+        if not quiet:
+            click.echo(f"{len(paths)} figures written to {plots_dir}", err=True)
+    if html_path is not None:
+        from probekit.html import write_html
+
+        write_html(report, html_path)
+        if not quiet:
+            click.echo(f"HTML report written to {html_path}", err=True)
 
 
 def _check_header_row(X, y, labels: Path) -> None:

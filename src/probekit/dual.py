@@ -17,7 +17,7 @@ import numpy as np
 
 from probekit import __version__
 from probekit.clusters import class_means, nearest_means
-from probekit.data import check_embeddings, check_labels, encode_labels
+from probekit.data import check_embeddings, check_labels, encode_labels, to_float32
 from probekit.errors import InputError
 from probekit.geometry import Geometry, Graph, check_extras, check_sample_size
 from probekit.geometry import geometry as diagnostics
@@ -81,6 +81,7 @@ def dual_probe(
     geometry: bool = True,
     geometry_sample: int = 5000,
     extra: Iterable[str] = (),
+    projection: bool = False,
     progress: Progress | None = None,
 ) -> Report:
     """Linear and kNN probes of an embedding space, on the same split, in one report.
@@ -107,6 +108,8 @@ def dual_probe(
         reusing the kNN probe's neighbour graph (test queries -> train, or the leave-one-out
         graph); under k-fold, of the first fold.
     geometry_sample : query sample of the pairwise diagnostics; extra : opt-in diagnostics.
+    projection : also make the 2-D map of the figures (UMAP with the ``umap`` extra, else
+        PCA; see :func:`probekit.plots.project_2d`): slow the first time UMAP compiles.
     progress : called as ``progress(stage, done, total)`` during long steps.
 
     Returns
@@ -257,16 +260,56 @@ def dual_probe(
         "bootstrap": {"resamples": n_bootstrap, "level": 0.95, "seed": seed},
         "backend": {"knn": knn["backend"], "linear": "numpy"},
     })
+    arrays = _figure_arrays(knn_runs, linear_runs, knn["best"], n_classes, shape)
+    if projection:
+        tick = time.perf_counter()
+        from probekit.plots import project_2d
+
+        is_test = np.zeros(X.shape[0] + (0 if X_test is None else X_test.shape[0]), bool)
+        if X_test is not None:
+            rows_X, codes = np.concatenate([to_float32(X), to_float32(X_test)]), \
+                np.concatenate([encoding.train, encoding.test])
+            is_test[X.shape[0]:] = True
+        else:
+            rows_X, codes = X, encoding.train
+            is_test[units[0].test_rows] = True
+        projected, info = project_2d(rows_X, codes, is_test, seed=seed)
+        arrays.update(projected)
+        protocol["projection"] = info
+        if info["warning"]:
+            notes.append(info["warning"])
+        geometry_time += time.perf_counter() - tick
     return Report(
         probekit_version=__version__,
         input=_input_section(X, units, encoding, loo=loo),
-        protocol=protocol, knn=knn, linear=linear, warnings=tuple(notes),
+        protocol=protocol, knn=knn, linear=linear, warnings=tuple(notes), arrays=arrays,
         geometry={} if shape is None else shape.to_dict(),
         timings={"knn_s": round(knn_time, 4), "linear_s": round(linear_time, 4),
                  "geometry_s": round(geometry_time, 4),
                  "bootstrap_s": round(bootstrap_time, 4),
                  "total_s": round(time.perf_counter() - started, 4)},
     )
+
+
+def _figure_arrays(knn_runs, linear_runs, best: dict, n_classes: int, shape) -> dict:
+    """The arrays the figures need: the confusion matrices of the linear probe and of the best
+    kNN setting (pooled over folds), and the geometry's spectrum, k-occurrences and similarity
+    histograms."""
+    def confusion(pairs):
+        counts = np.zeros((n_classes, n_classes), dtype=np.int64)
+        for predicted, truth in pairs:
+            np.add.at(counts, (truth, predicted), 1)
+        return counts
+
+    position = knn_runs[0][0].k.index(best["k"])
+    arrays = {
+        "confusion_linear": confusion((p.predictions, t) for p, t in linear_runs),
+        "confusion_knn": confusion((p.predictions[best["vote"]][position], t)
+                                   for p, t in knn_runs),
+    }
+    if shape is not None:
+        arrays.update(shape.arrays)
+    return arrays
 
 
 def _make_units(X, X_test, encoding, *, folds, test_size, seed) -> tuple[list[_Unit], dict]:

@@ -22,6 +22,7 @@ NEIGHBOURHOOD_K = 10
 MLE_K = 20
 UNIFORMITY_MAX = 10_000  # all pairs of at most this many sampled rows
 RETRIEVAL_MAX = 2_000  # MAP@R queries: each is ranked against all N to depth R_max
+SIMILARITY_ROWS = 2_000  # rows whose pair cosines feed the similarity histograms
 EXTRAS = ("mle_intrinsic_dim", "kmeans", "trustworthiness", "isoscore")
 
 #: The good direction of every key: "up", "down", or "none" (descriptive).
@@ -67,6 +68,10 @@ class Geometry:
     warnings: tuple[str, ...] = ()
     class_means: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The class means of the raw rows (C x D), for nearest-centroid predictions."""
+    arrays: dict = field(default_factory=dict, repr=False, compare=False)
+    """What the figures need: ``singular_values`` (centred, descending), ``k_occurrence``
+    (N_k of the hubness graph), ``similarity_edges`` and the histogram counts
+    ``similarity_same`` / ``similarity_different`` of sampled pair cosines."""
 
     def __getitem__(self, key: str) -> float:
         return self.values[key]
@@ -75,7 +80,7 @@ class Geometry:
         """A copy with more values (kept in the order of :data:`GOOD_DIRECTION`)."""
         merged = {**self.values, **values}
         ordered = {key: merged[key] for key in GOOD_DIRECTION if key in merged}
-        return Geometry(ordered, self.protocol, self.warnings, self.class_means)
+        return Geometry(ordered, self.protocol, self.warnings, self.class_means, self.arrays)
 
     def to_dict(self) -> dict:
         """Every value under its key, plus ``protocol`` and ``warnings``."""
@@ -240,8 +245,11 @@ def geometry(
         values.update(clusters.cluster_indices(sums, res))
 
     graph_protocol: dict = {}
+    arrays = {"singular_values": np.sqrt(lam)}
+    if labelled:
+        arrays.update(pairwise.similarity_histograms(unit, codes, pairs[:SIMILARITY_ROWS]))
     values.update(_graph_values(graph, n, labelled, extra, sample, backend, notes,
-                                graph_protocol))
+                                graph_protocol, arrays))
     values.update(_extra_values(X, codes if labelled else None, n_classes, lam, sample, seed,
                                 extra, notes))
     protocol = {
@@ -261,7 +269,7 @@ def geometry(
         notes.append(f"undefined for these data (left out): {', '.join(undefined)}")
     ordered = {key: float(values[key]) for key in GOOD_DIRECTION
                if key in values and key not in undefined}
-    return Geometry(ordered, protocol, tuple(notes), means)
+    return Geometry(ordered, protocol, tuple(notes), means, arrays)
 
 
 def _unit_rows(X: np.ndarray) -> np.ndarray:
@@ -273,14 +281,16 @@ def _unit_rows(X: np.ndarray) -> np.ndarray:
 
 
 def _graph_values(g: Graph, n: int, labelled: bool, extra, sample: np.ndarray,
-                  backend: str, notes: list[str], protocol: dict) -> dict:
+                  backend: str, notes: list[str], protocol: dict, arrays: dict) -> dict:
     indices = g.neighbors.indices
     k = min(NEIGHBOURHOOD_K, indices.shape[1])
     out = {}
     if labelled and g.query_codes is not None and g.database_codes is not None:
         out["knn_label_agreement"] = graph.neighbourhood_hit(
             g.database_codes[indices], g.query_codes, k)
-    out.update(_hubness(g, n, k, sample, backend, protocol))
+    stats, occurrences = _hubness(g, n, k, sample, backend, protocol)
+    out.update(stats)
+    arrays["k_occurrence"] = occurrences
     if g.metric == "ip":
         notes.append("intrinsic dimension needs distances: not computed for metric 'ip'")
         return out
@@ -307,18 +317,20 @@ def _graph_values(g: Graph, n: int, labelled: bool, extra, sample: np.ndarray,
 
 
 def _hubness(g: Graph, n: int, k: int, sample: np.ndarray, backend: str,
-             protocol: dict) -> dict:
+             protocol: dict) -> tuple[dict, np.ndarray]:
     """Hubness needs a leave-one-out graph (on a test -> train graph each row is retrieved
     only k·n_test/n_train times on average, which skews N_k by itself): the probe's own when
     it is one, else one over the seeded sample of rows (k = 10)."""
     if g.leave_one_out:
         protocol["hubness_graph"] = f"leave-one-out over all {n} rows"
-        return graph.hubness(g.neighbors.indices, n, k)
+        occurrences = graph.k_occurrence(g.neighbors.indices, n, k)
+        return graph.hubness(occurrences), occurrences
     rows = g.database[sample]
     k = min(NEIGHBOURHOOD_K, len(sample) - 1)
     found = search(rows, rows, k, metric=g.metric, exclude_self=True, backend=backend)
     protocol["hubness_graph"] = f"leave-one-out over {len(sample)} sampled rows"
-    return graph.hubness(found.indices, len(sample), k)
+    occurrences = graph.k_occurrence(found.indices, len(sample), k)
+    return graph.hubness(occurrences), occurrences
 
 
 def _extra_values(X, codes, n_classes, lam, sample, seed, extra, notes: list[str]) -> dict:

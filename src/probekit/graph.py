@@ -19,16 +19,20 @@ def neighbourhood_hit(neighbor_codes: np.ndarray, query_codes: np.ndarray, k: in
     return float(np.mean(neighbor_codes[:, :k] == query_codes[:, None]))
 
 
-def hubness(indices: np.ndarray, n_database: int, k: int) -> dict[str, float]:
+def k_occurrence(indices: np.ndarray, n_database: int, k: int) -> np.ndarray:
+    """``N_k(x)``: how often each database row is among a query's k nearest neighbours."""
+    return np.bincount(indices[:, :k].ravel(), minlength=n_database)
+
+
+def hubness(occurrences: np.ndarray) -> dict[str, float]:
     """k-occurrence statistics of the database rows (Radovanović et al., JMLR 2010).
 
-    ``N_k(x)`` = how often row x is among a query's k nearest neighbours.
-    ``hubness_skewness`` = the (biased) skewness of N_k, 0 when N_k is constant;
-    ``robin_hood`` = Σ|N_k − mean N_k| / (2 Σ N_k), the share of occurrences that would have to
-    move to make N_k constant (Feldbauer et al. 2018; equals Σ|N_k − k|/(2Nk) on a
+    ``hubness_skewness`` = the (biased) skewness of N_k (:func:`k_occurrence`), 0 when N_k is
+    constant; ``robin_hood`` = Σ|N_k − mean N_k| / (2 Σ N_k), the share of occurrences that
+    would have to move to make N_k constant (Feldbauer et al. 2018; Σ|N_k − k|/(2Nk) on a
     leave-one-out graph); ``antihub_rate`` = share of rows with N_k = 0. All low is good.
     """
-    occurrences = np.bincount(indices[:, :k].ravel(), minlength=n_database).astype(np.float64)
+    occurrences = occurrences.astype(np.float64)
     centred = occurrences - occurrences.mean()
     variance = np.mean(centred**2)
     skew = float(np.mean(centred**3) / variance**1.5) if variance > 1e-12 else 0.0

@@ -41,6 +41,19 @@ def uniformity(unit: np.ndarray, t: float = 2.0) -> float:
     return float(np.log(total / (n * (n - 1))))
 
 
+def similarity_histograms(unit: np.ndarray, codes: np.ndarray, rows: np.ndarray,
+                          bins: int = 100) -> dict[str, np.ndarray]:
+    """Histogram counts of the cosines of same-class and of different-class pairs among
+    ``rows`` (all pairs i < j), on ``bins`` equal bins over [−1, 1]."""
+    cosine = np.clip(unit[rows] @ unit[rows].T, -1.0, 1.0)
+    upper = np.triu(np.ones(cosine.shape, dtype=bool), k=1)
+    same = (codes[rows][:, None] == codes[rows][None, :]) & upper
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    return {"similarity_edges": edges,
+            "similarity_same": np.histogram(cosine[same], edges)[0],
+            "similarity_different": np.histogram(cosine[upper & ~same], edges)[0]}
+
+
 def silhouette(unit: np.ndarray, codes: np.ndarray, unit_sums: np.ndarray) -> float:
     """Exact cosine silhouette of every row, in O(N·C·D) from the class sums of the unit rows.
 

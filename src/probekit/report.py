@@ -8,12 +8,15 @@ give the same report, byte for byte, except ``timings``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from probekit.geometry import markdown_table
 
@@ -34,6 +37,8 @@ class Report:
     knn : ``{"majority": {k: scores}, "weighted": {k: scores}, "best": ..., "backend": ...}``.
     linear : scores plus ``C``, ``C_grid``, ``val_accuracy`` and convergence details.
     geometry : the geometry diagnostics (:meth:`probekit.Geometry.to_dict`), or empty.
+    arrays : what the figures need (confusion matrices, spectrum, k-occurrences, similarity
+        histograms, the 2-D map); not in the JSON, saved beside it by :meth:`save`.
     warnings : notes about anything that did not go as asked.
     timings : seconds per stage.
     """
@@ -46,6 +51,7 @@ class Report:
     warnings: tuple[str, ...] = field(default=())
     timings: dict = field(default_factory=dict)
     geometry: dict = field(default_factory=dict)
+    arrays: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ---------------------------------------------------------------------- conversions
 
@@ -82,6 +88,38 @@ class Report:
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> Report:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def save(self, path: str | os.PathLike) -> tuple[Path, Path | None]:
+        """Write the JSON to ``path`` and the arrays to the sidecar ``path`` with suffix
+        ``.npz`` (both atomically). Returns both paths (the second None without arrays)."""
+        path = Path(path)
+        self.to_json(path)
+        if not self.arrays:
+            return path, None
+        sidecar = path.with_suffix(".npz")
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{sidecar.name}.",
+                                             suffix=".npz")
+        os.close(handle)
+        try:
+            np.savez_compressed(temporary, **self.arrays)
+            os.replace(temporary, sidecar)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path, sidecar
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Report:
+        """Read a report written by :meth:`save`, with its ``.npz`` sidecar when present
+        (never unpickled)."""
+        path = Path(path)
+        report = cls.from_json(path)
+        sidecar = path.with_suffix(".npz")
+        if sidecar.exists():
+            with np.load(sidecar, allow_pickle=False) as stored:
+                arrays = {key: stored[key] for key in stored.files}
+            report = dataclasses.replace(report, arrays=arrays)
+        return report
 
     def to_frame(self):
         """A pandas DataFrame with one row per (probe, vote, k, metric): columns ``probe``,

@@ -1,0 +1,167 @@
+"""One self-contained HTML report: tables, the reading, warnings, protocol, versions, and every
+figure embedded as a base64 PNG. No scripts, fonts or images are fetched when it is opened."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import platform
+from pathlib import Path
+
+from probekit.geometry import GOOD_DIRECTION
+from probekit.report import Report, write_atomically
+
+_ARROWS = {"up": "&uarr;", "down": "&darr;", "none": "&middot;"}
+_CAPTIONS = {
+    "projection": "2-D map of the embeddings",
+    "knn_curve": "kNN accuracy vs k and the linear probe",
+    "confusion": "Confusion matrix of the better probe",
+    "per_class": "Per-class accuracy, linear vs kNN",
+    "similarity": "Same-class vs different-class similarities",
+    "spectrum": "Singular value spectrum",
+    "k_occurrence": "Hubness (k-occurrence)",
+}
+_STYLE = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#1d1d1f;
+background:#f6f7f9}
+main{max-width:1100px;margin:0 auto;padding:24px 28px 48px}
+h1{font-size:26px;margin:8px 0 4px}h2{font-size:19px;margin:28px 0 10px;
+border-bottom:1px solid #dde1e6;padding-bottom:4px}
+.sub{color:#555;margin:0 0 14px}
+.reading{background:#fff;border-left:4px solid #0072B2;padding:12px 16px;margin:14px 0;
+box-shadow:0 1px 2px rgba(0,0,0,.06)}
+table{border-collapse:collapse;background:#fff;font-size:13.5px;
+box-shadow:0 1px 2px rgba(0,0,0,.06)}
+th,td{padding:5px 10px;border-bottom:1px solid #eceff2;text-align:right}
+th{background:#eef1f5;font-weight:600}td:first-child,th:first-child,td.l{text-align:left}
+tr.best td{background:#fff7e0}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:16px}
+figure{margin:0;background:#fff;padding:10px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
+figure img{width:100%;height:auto}figcaption{font-size:13px;color:#444;margin-top:4px}
+.warn{background:#fff4f0;border-left:4px solid #D55E00;padding:8px 14px}
+pre{background:#fff;padding:12px;font-size:12px;overflow:auto;
+box-shadow:0 1px 2px rgba(0,0,0,.06)}
+"""
+
+
+def render(report: Report, figures: dict[str, bytes]) -> str:
+    """The HTML text of ``report`` with ``figures`` (name -> PNG bytes) embedded."""
+    info, protocol = report.input, report.protocol
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
+        f"<title>probekit report</title><style>{_STYLE}</style></head><body><main>",
+        "<h1>probekit dual probe</h1>",
+        f"<p class='sub'>{info['n_train']} train / {info['n_test']} test samples, "
+        f"{info['dim']} dimensions, {info['n_classes']} classes; split "
+        f"{html.escape(str(protocol['split']))}; metric {html.escape(protocol['metric'])}; "
+        f"seed {protocol['seed']}</p>",
+        f"<div class='reading'><strong>Reading.</strong> {html.escape(report.reading())}</div>",
+        "<h2>Probes</h2>", _probe_table(report),
+    ]
+    if report.warnings:
+        parts += ["<h2>Warnings</h2><div class='warn'><ul>"]
+        parts += [f"<li>{html.escape(note)}</li>" for note in report.warnings]
+        parts += ["</ul></div>"]
+    if figures:
+        parts += ["<h2>Figures</h2><div class='grid'>"]
+        for name, png in figures.items():
+            data = base64.b64encode(png).decode("ascii")
+            caption = html.escape(_CAPTIONS.get(name, name))
+            parts.append(f"<figure><img alt='{caption}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{caption}</figcaption></figure>")
+        parts.append("</div>")
+    if report.geometry:
+        parts += ["<h2>Geometry of the training rows</h2>", _geometry_table(report.geometry)]
+    parts += [
+        "<h2>Protocol</h2>", f"<pre>{html.escape(json.dumps(protocol, indent=2))}</pre>",
+        "<h2>Input</h2>", f"<pre>{html.escape(json.dumps(_short_input(info), indent=2))}</pre>",
+        "<h2>Versions</h2>", f"<pre>{html.escape(json.dumps(_versions(report), indent=2))}</pre>",
+        "</main></body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def write_html(report: Report, path, *, figures: dict[str, bytes] | None = None) -> Path:
+    """Write the self-contained HTML report (figures rendered from the report's arrays when not
+    given) atomically to ``path``."""
+    if figures is None:
+        figures = render_figures(report)
+    path = Path(path)
+    write_atomically(path, render(report, figures))
+    return path
+
+
+def render_figures(report: Report, dpi: int = 110) -> dict[str, bytes]:
+    """Every figure the report has data for, as PNG bytes."""
+    from probekit import plots
+
+    plt = plots._pyplot()
+    out = {}
+    for name in plots.FIGURES:
+        try:
+            fig = getattr(plots, name)(report)
+        except ValueError:
+            continue
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+        plt.close(fig)
+        out[name] = buffer.getvalue()
+    return out
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def _probe_table(report: Report) -> str:
+    top5 = "top5_accuracy" in report.linear
+    head = ["probe", "setting", "accuracy (%)", "95% CI", "balanced acc.", "macro-F1"]
+    head += ["top-5"] if top5 else []
+    rows = [("linear", f"C={report.linear['C']:g}", report.linear, False)]
+    best = report.knn["best"]
+    for k in report.knn["majority"]:
+        for vote in ("majority", "weighted"):
+            is_best = vote == best["vote"] and int(k) == best["k"]
+            rows.append(("kNN", f"k={k} {vote}", report.knn[vote][k], is_best))
+    lines = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for probe, setting, scores, is_best in rows:
+        cells = [probe, setting, _percent(scores["accuracy"]),
+                 f"[{_percent(scores['ci95'][0])}, {_percent(scores['ci95'][1])}]",
+                 _percent(scores["balanced_accuracy"]), _percent(scores["macro_f1"])]
+        cells += [_percent(scores["top5_accuracy"])] if top5 else []
+        lines.append(f"<tr{' class=best' if is_best else ''}>"
+                     + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    return "\n".join(lines) + "</table>"
+
+
+def _geometry_table(geometry: dict, per_row: int = 3) -> str:
+    cells = [(key, value) for key, value in geometry.items() if key in GOOD_DIRECTION]
+    lines = ["<table><tr>" + "<th>diagnostic</th><th>value</th>" * per_row + "</tr>"]
+    for start in range(0, len(cells), per_row):
+        row = "".join(f"<td class='l'>{html.escape(key)} {_ARROWS[GOOD_DIRECTION[key]]}</td>"
+                      f"<td>{value:.4g}</td>" for key, value in cells[start:start + per_row])
+        lines.append(f"<tr>{row}</tr>")
+    return "\n".join(lines) + "</table><p class='sub'>&uarr; higher is better, &darr; lower " \
+        "is better, &middot; descriptive.</p>"
+
+
+def _short_input(info: dict) -> dict:
+    shown = dict(info)
+    for key in ("classes", "train_class_counts", "test_class_counts"):
+        if len(shown.get(key, [])) > 60:
+            shown[key] = shown[key][:60] + [f"... {len(info[key]) - 60} more"]
+    return shown
+
+
+def _versions(report: Report) -> dict:
+    versions = {"probekit": report.probekit_version, "python": platform.python_version()}
+    for name in ("numpy", "scipy", "sklearn", "faiss", "matplotlib"):
+        try:
+            module = __import__(name)
+            versions[name] = getattr(module, "__version__", "unknown")
+        except ImportError:
+            continue
+    return versions
