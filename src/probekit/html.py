@@ -59,7 +59,7 @@ def render(report: Report, figures: dict[str, bytes]) -> str:
         f"{html.escape(str(protocol['split']))}; metric {html.escape(protocol['metric'])}; "
         f"seed {protocol['seed']}</p>",
         f"<div class='reading'><strong>Reading.</strong> {html.escape(report.reading())}</div>",
-        "<h2>Probes</h2>", _probe_table(report),
+        "<h2>Probes</h2>", _probe_table(report), _confusions(report),
     ]
     if report.warnings:
         parts += ["<h2>Warnings</h2><div class='warn'><ul>"]
@@ -110,6 +110,24 @@ def render_figures(report: Report, dpi: int = 110) -> dict[str, bytes]:
         plt.close(fig)
         out[name] = buffer.getvalue()
     return out
+
+
+def _confusions(report: Report) -> str:
+    """The largest confusions of the better probe, in words (the matrix stops naming classes
+    above 50 of them)."""
+    from probekit.plots import _better_probe, largest_confusions
+
+    key, title = _better_probe(report)
+    if key not in report.arrays:
+        return ""
+    names = [str(name) for name in report.input["classes"]]
+    pairs = largest_confusions(report.arrays[key], names, top=10)
+    if not pairs:
+        return ""
+    items = "".join(f"<li>{html.escape(a)} &rarr; {html.escape(b)}: {100 * share:.1f}% of "
+                    f"{html.escape(a)}</li>" for a, b, share in pairs)
+    return (f"<p class='sub'>Largest confusions of the {html.escape(title)}:</p>"
+            f"<ul>{items}</ul>")
 
 
 def _percent(value: float) -> str:

@@ -174,6 +174,9 @@ def projection(report):
     return fig
 
 
+umap = projection  # the name the issue and the README use: probekit.plots.umap(report)
+
+
 def knn_curve(report):
     """kNN accuracy against k for both votes with their 95 % bootstrap bands, and the linear
     probe as a horizontal line with its band: the dual probe in one picture."""
