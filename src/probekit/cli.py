@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -290,6 +291,7 @@ def _fail(message: str, status: int = 2) -> None:
 
 
 def main() -> None:
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures are files: never open a window
     cli(prog_name="probekit")
 
 

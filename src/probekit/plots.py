@@ -2,8 +2,8 @@
 
 Every figure function takes a :class:`~probekit.report.Report` (with its ``arrays``, i.e. made
 by ``dual_probe`` or loaded with :meth:`Report.load`) and returns a matplotlib ``Figure`` to
-restyle or save. :func:`write_figures` writes them all. matplotlib is imported here only, on
-the Agg backend; umap-learn only inside :func:`project_2d`.
+restyle or save. :func:`write_figures` writes them all. matplotlib is imported here only (the
+CLI runs it headless on Agg); umap-learn only inside :func:`project_2d`.
 
 Colours: the Okabe–Ito palette (colour-blind safe) for lines and up to 8 classes, the
 perceptually uniform ``cividis`` map beyond that and for matrices.
@@ -24,9 +24,8 @@ FIGURES = ("projection", "knn_curve", "confusion", "per_class", "similarity", "s
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    """pyplot, with whatever backend is active (the CLI sets MPLBACKEND=Agg; a notebook keeps
+    its own; a machine without a display falls back to Agg by itself)."""
     import matplotlib.pyplot as plt
 
     return plt
