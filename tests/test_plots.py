@@ -158,3 +158,36 @@ def test_default_evaluate_does_not_import_umap():
             "probekit.dual_probe(X, y, k=(1, 3))\n"
             "assert 'umap' not in sys.modules and 'probekit.plots' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_review_regressions_for_figures(tmp_path):
+    # a class name with "$", classes absent from the test set, 22 classes (colour bar rule)
+    rng = np.random.default_rng(7)
+    n_classes = 22
+    y = np.arange(1100) % n_classes
+    X = rng.normal(size=(n_classes, 8))[y] * 2 + rng.normal(size=(1100, 8))
+    names = np.array([f"price_${i}" for i in range(n_classes)])
+    test = y[:300] >= 3  # classes 0-2 have no test rows
+    report = probekit.dual_probe(X[300:], names[y[300:]], X_test=X[:300][test],
+                                 y_test=names[y[:300]][test], k=(1, 5), projection=True)
+    paths = plots.write_figures(report, tmp_path / "png")
+    assert len(paths) == len(plots.FIGURES)
+    svg_a = plots.write_figures(report, tmp_path / "a", fmt="svg")
+    svg_b = plots.write_figures(report, tmp_path / "b", fmt="svg")
+    for a, b in zip(svg_a, svg_b, strict=True):
+        assert a.read_bytes() == b.read_bytes()
+    counts = report.arrays["k_occurrence"]
+    figure = plots.k_occurrence(report)
+    line = [artist for artist in figure.axes[0].lines if artist.get_linestyle() == "--"][0]
+    assert line.get_xdata()[0] == pytest.approx(counts.mean())
+
+
+def test_sidecar_guards(tmp_path, report):
+    with pytest.raises(probekit.InputError, match="as .json"):
+        report.save(tmp_path / "r.npz")
+    report.save(tmp_path / "one.json")
+    other = probekit.dual_probe(*gaussian_classes(200, 6, 3, seed=9), k=(1,))
+    other.save(tmp_path / "two.json")
+    (tmp_path / "one.npz").replace(tmp_path / "two.npz")
+    with pytest.raises(probekit.InputError, match="does not belong"):
+        Report.load(tmp_path / "two.json")

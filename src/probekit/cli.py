@@ -238,10 +238,7 @@ def plot(report_path, plots_dir, plot_format, html_path):
     try:
         if not report_path.is_file():
             raise InputError(f"report file not found: {report_path}")
-        try:
-            report = Report.load(report_path)
-        except (ValueError, KeyError) as error:
-            raise InputError(f"{report_path.name} is not a probekit report: {error}") from None
+        report = Report.load(report_path)
         if not report.arrays:
             raise InputError(f"{report_path.with_suffix('.npz').name} (the figure data saved "
                              "beside the report) is missing")

@@ -247,7 +247,8 @@ def geometry(
     graph_protocol: dict = {}
     arrays = {"singular_values": np.sqrt(lam)}
     if labelled:
-        arrays.update(pairwise.similarity_histograms(unit, codes, pairs[:SIMILARITY_ROWS]))
+        arrays.update(pairwise.similarity_histograms(
+            unit, codes, pairwise.sample_rows(n, SIMILARITY_ROWS, seed)))
     values.update(_graph_values(graph, n, labelled, extra, sample, backend, notes,
                                 graph_protocol, arrays))
     values.update(_extra_values(X, codes if labelled else None, n_classes, lam, sample, seed,

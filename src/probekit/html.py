@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 
 from probekit.geometry import GOOD_DIRECTION
-from probekit.report import Report, write_atomically
+from probekit.report import Report, _sizes_text, _split_text, write_atomically
 
 _ARROWS = {"up": "&uarr;", "down": "&darr;", "none": "&middot;"}
 _CAPTIONS = {
@@ -54,10 +54,9 @@ def render(report: Report, figures: dict[str, bytes]) -> str:
         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
         f"<title>probekit report</title><style>{_STYLE}</style></head><body><main>",
         "<h1>probekit dual probe</h1>",
-        f"<p class='sub'>{info['n_train']} train / {info['n_test']} test samples, "
-        f"{info['dim']} dimensions, {info['n_classes']} classes; split "
-        f"{html.escape(str(protocol['split']))}; metric {html.escape(protocol['metric'])}; "
-        f"seed {protocol['seed']}</p>",
+        f"<p class='sub'>{html.escape(_sizes_text(info, protocol))}, {info['dim']} dimensions, "
+        f"{info['n_classes']} classes; split: {html.escape(_split_text(protocol))}; metric "
+        f"{html.escape(protocol['metric'])}; seed {protocol['seed']}</p>",
         f"<div class='reading'><strong>Reading.</strong> {html.escape(report.reading())}</div>",
         "<h2>Probes</h2>", _probe_table(report), _confusions(report),
     ]
@@ -101,12 +100,13 @@ def render_figures(report: Report, dpi: int = 110) -> dict[str, bytes]:
     plt = plots._pyplot()
     out = {}
     for name in plots.FIGURES:
-        try:
-            fig = getattr(plots, name)(report)
-        except ValueError:
+        if not plots.has_data(report, name):
             continue
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+        with plots.figure_style():
+            fig = getattr(plots, name)(report)
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None},
+                        bbox_inches="tight")
         plt.close(fig)
         out[name] = buffer.getvalue()
     return out
@@ -175,8 +175,10 @@ def _short_input(info: dict) -> dict:
 
 
 def _versions(report: Report) -> dict:
-    versions = {"probekit": report.probekit_version, "python": platform.python_version()}
-    for name in ("numpy", "scipy", "sklearn", "faiss", "matplotlib"):
+    """The report's probekit version, and the libraries on the machine that rendered it."""
+    versions = {"probekit (report)": report.probekit_version,
+                "python (render)": platform.python_version()}
+    for name in ("numpy", "scipy", "sklearn", "faiss", "matplotlib", "umap"):
         try:
             module = __import__(name)
             versions[name] = getattr(module, "__version__", "unknown")

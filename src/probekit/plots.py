@@ -98,21 +98,24 @@ MARKERS = ("o", "s", "^")
 
 def _class_styles(n: int) -> list[tuple]:
     """``(colour, marker)`` per class: the 8 Okabe–Ito colours, then the same colours with a
-    square and a triangle (up to 24 classes, all colour-blind safe), then ``cividis``."""
+    square and a triangle (up to :data:`LEGEND_MAX` classes, all colour-blind safe, named in a
+    legend), then ``cividis`` (with a colour bar)."""
     plt = _pyplot()
-    if n <= len(OKABE_ITO) * len(MARKERS):
+    if n <= LEGEND_MAX:
         return [(OKABE_ITO[i % len(OKABE_ITO)], MARKERS[i // len(OKABE_ITO)]) for i in range(n)]
     cmap = plt.get_cmap("cividis")
     return [(cmap(value), "o") for value in np.linspace(0.0, 1.0, n)]
 
 
 def _caption(fig, text: str) -> None:
-    fig.text(0.01, 0.005, text, ha="left", va="bottom", fontsize=8, color="#444444",
-             wrap=True)
+    """A caption below the figure (figures are saved with a tight bounding box that takes it
+    in), so however it wraps it never covers the axes."""
+    fig.text(0.01, -0.01, text, ha="left", va="top", fontsize=8, color="#444444", wrap=True)
 
 
 def _names(report) -> list[str]:
-    return [str(name) for name in report.input["classes"]]
+    """Class names as matplotlib draws them literally (a ``$`` would start mathtext)."""
+    return [str(name).replace("$", r"\$") for name in report.input["classes"]]
 
 
 def _need(report, *keys: str) -> None:
@@ -156,6 +159,7 @@ def projection(report):
         cmap = plt.get_cmap("cividis", len(present))
         mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(-0.5, len(present) - 0.5))
         bar = fig.colorbar(mappable, ax=ax, fraction=0.04, pad=0.02)
+        bar.set_ticks(np.unique(np.linspace(0, len(present) - 1, 6).round().astype(int)))
         bar.set_label("class index (dots train, crosses test)")
         for c in present:
             centre = np.median(xy[codes == c], axis=0)
@@ -168,7 +172,7 @@ def projection(report):
               "(1 = neighbourhoods kept, 0.5 = random)")
     if info.get("warning"):
         text += f". {info['warning']}"
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout()
     _caption(fig, text)
     return fig
 
@@ -195,15 +199,18 @@ def knn_curve(report):
                label=f"linear probe (C={linear['C']:g})")
     ax.axhspan(100 * linear["ci95"][0], 100 * linear["ci95"][1], color=OKABE_ITO[7],
                alpha=0.08, linewidth=0)
+    from matplotlib.ticker import NullFormatter
+
     ax.set_xscale("log")
     ax.set_xticks(ks)
     ax.set_xticklabels([str(k) for k in ks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("k (neighbours)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("kNN accuracy vs k, and the linear probe (bands: 95 % bootstrap CI)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=9, loc="lower right")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    ax.legend(fontsize=9, loc="best")
+    fig.tight_layout()
     _caption(fig, report.reading())
     return fig
 
@@ -228,28 +235,33 @@ def confusion(report, probe: str | None = None):
     names = _names(report)
     rows = counts.sum(axis=1)
     present = rows > 0
-    matrix = counts[present] / rows[present, None]
+    # every class keeps its row (rows without test samples are grey), so row i is class i
+    matrix = np.ma.masked_invalid(np.divide(counts, rows[:, None], out=np.full_like(counts,
+                                  np.nan), where=present[:, None]))
     n = len(names)
-    side = float(np.clip(3.0 + 0.22 * n, 5.0, 14.0))
+    longest = max(len(name) for name in names) if n <= 50 else 0
+    side = float(np.clip(3.0 + 0.22 * n, 5.0, 14.0)) + 0.07 * longest
     fig, ax = plt.subplots(figsize=(side + 1.2, side))
-    image = ax.imshow(matrix, cmap="cividis", vmin=0.0, vmax=1.0, aspect="auto",
+    cmap = plt.get_cmap("cividis").with_extremes(bad="#D9D9D9")
+    image = ax.imshow(matrix, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto",
                       interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="share of the true class")
     if n <= 50:
         size = 9 if n <= 12 else 7 if n <= 25 else 5
         ax.set_xticks(range(n))
         ax.set_xticklabels(names, rotation=90, fontsize=size)
-        ax.set_yticks(range(int(present.sum())))
-        ax.set_yticklabels([name for name, keep in zip(names, present, strict=True) if keep],
-                           fontsize=size)
+        ax.set_yticks(range(n))
+        ax.set_yticklabels(names, fontsize=size)
         if n <= 12:
-            for (i, j), value in np.ndenumerate(matrix):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if value < 0.6 else "black")
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+            for (i, j), value in np.ndenumerate(matrix.filled(np.nan)):
+                if np.isfinite(value):
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                            color="white" if value < 0.6 else "black")
+    ax.set_xlabel("predicted class" + ("" if n <= 50 else " (class index)"))
+    ax.set_ylabel("true class (grey: none in the test set)" if not present.all()
+                  else "true class")
     ax.set_title(f"Confusion matrix (row-normalised), {title}")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout()
     confusions = largest_confusions(counts, names)
     _caption(fig, "Largest confusions: " + ("; ".join(
         f"{a} → {b} {100 * share:.0f}%" for a, b, share in confusions) or "none"))
@@ -326,15 +338,22 @@ def similarity(report):
         means[key] = float((centres * counts).sum() / max(counts.sum(), 1))
         ax.axvline(means[key], color=colour, linestyle="--", linewidth=1)
     top = ax.get_ylim()[1]
-    ax.annotate("", xy=(means["similarity_same"], 0.9 * top),
-                xytext=(means["similarity_different"], 0.9 * top),
-                arrowprops={"arrowstyle": "<->", "color": "#333333"})
+    ax.set_ylim(0, 1.3 * top)
+    ax.annotate("", xy=(means["similarity_same"], 1.1 * top),
+                xytext=(means["similarity_different"], 1.1 * top),
+                arrowprops={"arrowstyle": "<|-|>", "color": "#333333", "shrinkA": 0,
+                            "shrinkB": 0, "mutation_scale": 8})
     gap = means["similarity_same"] - means["similarity_different"]
-    ax.text((means["similarity_same"] + means["similarity_different"]) / 2, 0.93 * top,
-            f"gap {gap:.3f}", ha="center", va="bottom", fontsize=9)
+    ax.text((means["similarity_same"] + means["similarity_different"]) / 2, 1.15 * top,
+            f"gap between the means {gap:.3f}", ha="center", va="bottom", fontsize=9,
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none"})
     ax.set_xlabel("cosine similarity of a pair")
     ax.set_ylabel("density")
-    ax.set_xlim(-1, 1)
+    occupied = np.flatnonzero(report.arrays["similarity_same"]
+                              + report.arrays["similarity_different"])
+    low, high = edges[occupied[0]], edges[occupied[-1] + 1]
+    margin = 0.05 * (high - low) + 0.02
+    ax.set_xlim(max(-1.0, low - margin), min(1.0, high + margin))
     ax.set_title("Similarity of same-class and different-class pairs")
     ax.legend(fontsize=9, loc="upper left")
     fig.tight_layout()
@@ -350,9 +369,14 @@ def spectrum(report):
     values = values[values > values.max(initial=0) * 1e-12]
     ranks = np.arange(1, len(values) + 1)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     ax.plot(ranks, values, color=OKABE_ITO[4])
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if values.max() / values.min() >= 10:  # a log scale only where it spans a decade
+        ax.set_yscale("log")
     geometry = report.geometry
     for key, label, colour in (("effective_rank_90", "90 % variance", OKABE_ITO[0]),
                                ("effective_rank_99", "99 % variance", OKABE_ITO[5])):
@@ -380,8 +404,9 @@ def k_occurrence(report):
     ax.hist(counts, bins=np.arange(counts.max() + 2) - 0.5, color=OKABE_ITO[1],
             edgecolor="white", linewidth=0.5)
     geometry = report.geometry
-    k = geometry.get("protocol", {}).get("k", 10)
-    ax.axvline(k, color=OKABE_ITO[7], linestyle="--", label=f"k = {k} (no hubness)")
+    mean = float(counts.mean())  # = k on a leave-one-out graph
+    ax.axvline(mean, color=OKABE_ITO[7], linestyle="--",
+               label=f"mean N_k = {mean:g} (every row, without hubness)")
     if "hubness_skewness" in geometry:
         ax.plot([], [], " ", label=f"skewness {geometry['hubness_skewness']:.2f}, "
                 f"anti-hubs {100 * geometry['antihub_rate']:.1f}%")
@@ -408,12 +433,32 @@ def write_figures(report, directory, *, fmt: str = "png", dpi: int = 150) -> lis
                 "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}[fmt]
     written = []
     for name in FIGURES:
-        try:
+        if not has_data(report, name):
+            continue  # e.g. no map was made, or no geometry
+        with figure_style():
             fig = makers[name](report)
-        except ValueError:
-            continue  # no data for this figure (e.g. no projection was made)
-        path = directory / f"{name}.{fmt}"
-        fig.savefig(path, dpi=dpi, metadata=metadata)
+            path = directory / f"{name}.{fmt}"
+            fig.savefig(path, dpi=dpi, metadata=metadata, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
     return written
+
+
+NEEDS = {"projection": ("projection_xy",), "knn_curve": (),
+         "confusion": ("confusion_linear", "confusion_knn"),
+         "per_class": ("confusion_linear", "confusion_knn"),
+         "similarity": ("similarity_edges",), "spectrum": ("singular_values",),
+         "k_occurrence": ("k_occurrence",)}
+
+
+def has_data(report, name: str) -> bool:
+    """Whether the report holds what figure ``name`` needs."""
+    return all(key in report.arrays for key in NEEDS[name])
+
+
+def figure_style():
+    """Settings every figure is saved under: SVG ids salted with a constant, so the files are
+    byte-identical from run to run."""
+    import matplotlib
+
+    return matplotlib.rc_context({"svg.hashsalt": "probekit"})

@@ -13,11 +13,13 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from probekit.errors import InputError
 from probekit.geometry import markdown_table
 
 SCORE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
@@ -93,6 +95,9 @@ class Report:
         """Write the JSON to ``path`` and the arrays to the sidecar ``path`` with suffix
         ``.npz`` (both atomically). Returns both paths (the second None without arrays)."""
         path = Path(path)
+        if path.suffix.lower() == ".npz":
+            raise InputError(f"write the report as .json, not {path.name}: the .npz beside it "
+                             "holds the figure data")
         self.to_json(path)
         if not self.arrays:
             return path, None
@@ -101,7 +106,8 @@ class Report:
                                              suffix=".npz")
         os.close(handle)
         try:
-            np.savez_compressed(temporary, **self.arrays)
+            np.savez_compressed(temporary, **self.arrays,
+                                _report_fingerprint=np.array(self._fingerprint()))
             os.replace(temporary, sidecar)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -113,13 +119,29 @@ class Report:
         """Read a report written by :meth:`save`, with its ``.npz`` sidecar when present
         (never unpickled)."""
         path = Path(path)
-        report = cls.from_json(path)
+        try:
+            report = cls.from_json(path)
+        except (ValueError, KeyError, TypeError) as error:
+            raise InputError(f"{path.name} is not a probekit report ({error})") from None
         sidecar = path.with_suffix(".npz")
         if sidecar.exists():
-            with np.load(sidecar, allow_pickle=False) as stored:
-                arrays = {key: stored[key] for key in stored.files}
+            try:
+                with np.load(sidecar, allow_pickle=False) as stored:
+                    arrays = {key: stored[key] for key in stored.files}
+            except (ValueError, OSError, zipfile.BadZipFile) as error:
+                raise InputError(f"cannot read the figure data {sidecar.name}: {error}") from None
+            stamp = arrays.pop("_report_fingerprint", None)
+            if stamp is None or str(stamp) != report._fingerprint():
+                raise InputError(f"{sidecar.name} does not belong to {path.name} (saved with "
+                                 "another report)")
             report = dataclasses.replace(report, arrays=arrays)
         return report
+
+    def _fingerprint(self) -> str:
+        """What ties a sidecar to its report: the test labels' hash and the sizes."""
+        info = self.input
+        return (f"{info.get('test_labels_sha256', '')}:{info.get('n_train')}:"
+                f"{info.get('n_test')}:{info.get('n_classes')}")
 
     def to_frame(self):
         """A pandas DataFrame with one row per (probe, vote, k, metric): columns ``probe``,
