@@ -106,6 +106,7 @@ class Report:
                                              suffix=".npz")
         os.close(handle)
         try:
+            _usual_permissions(temporary)
             np.savez_compressed(temporary, **self.arrays,
                                 _report_fingerprint=np.array(self._fingerprint()))
             os.replace(temporary, sidecar)
@@ -222,6 +223,7 @@ def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        _usual_permissions(temporary)
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
             stream.flush()
@@ -230,6 +232,14 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _usual_permissions(path: str) -> None:
+    """Give a temporary file the permissions a plain ``open(path, "w")`` would (mkstemp makes
+    it private), so reports can be shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _metric_rows(probe, vote, k, scores: dict) -> list[tuple]:
