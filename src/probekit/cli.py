@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from probekit import __version__
 from probekit.errors import InputError
 from probekit.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 from probekit.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
 from probekit.neighbors import BACKENDS, METRICS
+from probekit.report import write_atomically
 
 
 def _number_list(kind):
@@ -198,11 +201,8 @@ def diagnose(embeddings, labels, metric, sample_size, seed, extra, backend, key,
              label_column, out):
     """Geometry diagnostics of EMBEDDINGS, with LABELS when given (label-free keys only
     without them)."""
-    import json
-
     from probekit.data import load_embeddings, load_labels
     from probekit.geometry import diagnose as run_diagnose
-    from probekit.report import write_atomically
 
     try:
         X = load_embeddings(embeddings, key=key)
@@ -243,6 +243,76 @@ def plot(report_path, plots_dir, plot_format, html_path):
             raise InputError(f"{report_path.with_suffix('.npz').name} (the figure data saved "
                              "beside the report) is missing")
         _write_outputs(report, None, plots_dir, plot_format, html_path)
+    except InputError as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), status=1)
+
+
+@cli.command()
+@click.argument("embeddings", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("labels", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--apply", "apply_paths", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Embeddings to pass through the tuned adapter too (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Folder for the tuned embeddings and the adapter.")
+@click.option("--objective", type=click.Choice(["supcon", "ce"]), default="supcon",
+              show_default=True, help="Supervised contrastive, or the cross-entropy baseline.")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option("--m", "m", type=click.IntRange(min=2), default=4, show_default=True,
+              help="Samples per class in a batch.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3,
+              show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.07,
+              show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--key", default=None, help="Array name inside .npz embedding files.")
+@click.option("--label-column", default=None, help="Label column of .csv/.tsv/.parquet labels.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-epoch loss on stderr.")
+def tune(embeddings, labels, apply_paths, out_dir, objective, epochs, batch_size, m, lr,
+         temperature, seed, key, label_column, quiet):
+    """Tune a small residual adapter on frozen EMBEDDINGS with LABELS (supervised contrastive
+    by default) and write the tuned embeddings to --out, ready for probekit evaluate."""
+    from probekit.data import load_embeddings, load_labels, to_float32
+
+    try:
+        try:
+            import torch
+
+            from tuner.adapter import AdapterConfig, apply_adapter, config_dict, train_adapter
+        except ImportError:
+            raise InputError("probekit tune needs torch: pip install 'probekit[tuner]'") from None
+        X = load_embeddings(embeddings, key=key)
+        y = load_labels(labels, column=label_column)
+        _check_header_row(X, y, labels)
+        if X.shape[0] != y.shape[0]:
+            raise InputError(f"embeddings have {X.shape[0]} rows but labels have {y.shape[0]}")
+        applied = [(path, load_embeddings(path, key=key)) for path in apply_paths]
+        for path, other in applied:
+            if other.shape[1] != X.shape[1]:
+                raise InputError(f"{path.name} has {other.shape[1]} dimensions, the training "
+                                 f"embeddings {X.shape[1]}")
+        config = AdapterConfig(objective=objective, epochs=epochs, batch_size=batch_size, m=m,
+                               lr=lr, temperature=temperature, seed=seed)
+        try:
+            adapter, history = train_adapter(
+                to_float32(X), y, config,
+                log=None if quiet else lambda epoch, loss: click.echo(
+                    f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}", err=True))
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        outputs = [(embeddings, X)] + applied
+        for path, rows in outputs:
+            target = out_dir / f"{path.stem}.tuned.npy"
+            np.save(target, apply_adapter(adapter, to_float32(rows)))
+            click.echo(f"tuned embeddings written to {target}", err=True)
+        torch.save(adapter.state_dict(), out_dir / "adapter.pt")
+        write_atomically(out_dir / "adapter.json", json.dumps(
+            {"config": config_dict(config), "loss_per_epoch": history,
+             "dim": int(X.shape[1]), "trained_on": embeddings.name}, indent=2) + "\n")
     except InputError as error:
         _fail(str(error))
     except OSError as error:
