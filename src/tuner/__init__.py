@@ -2,5 +2,7 @@
 
 Needs torch (``pip install 'probekit[tuner]'``). So far: :mod:`tuner.losses` (SupCon,
 Jaccard-weighted multi-label SupCon, NT-Xent), :mod:`tuner.sampling` (m-per-class batches) and
-:mod:`tuner.heads` (the projection head). Encoders and training follow (issue 5).
+:mod:`tuner.heads` (the projection head), :mod:`tuner.adapter` (a residual adapter on
+frozen embeddings, behind ``probekit tune``) and :mod:`tuner.encoders` (pooling, partial
+freezing). Pre-trained audio encoders and the GPU training loop follow (issue 5).
 """
