@@ -175,7 +175,7 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
         _fail(str(error))
     except OSError as error:
         progress.close()
-        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), status=1)
+        _fail_os(error)
     click.echo(report.to_markdown(), nl=False)
     if out is not None and not quiet:
         click.echo(f"report written to {out}", err=True)
@@ -218,7 +218,7 @@ def diagnose(embeddings, labels, metric, sample_size, seed, extra, backend, key,
     except InputError as error:
         _fail(str(error))
     except OSError as error:
-        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), status=1)
+        _fail_os(error)
     click.echo(result.to_markdown(f"Geometry of {embeddings.name}"), nl=False)
 
 
@@ -246,7 +246,7 @@ def plot(report_path, plots_dir, plot_format, html_path):
     except InputError as error:
         _fail(str(error))
     except OSError as error:
-        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), status=1)
+        _fail_os(error)
 
 
 @cli.command()
@@ -275,20 +275,19 @@ def tune(embeddings, labels, apply_paths, out_dir, objective, epochs, batch_size
          temperature, seed, key, label_column, quiet):
     """Tune a small residual adapter on frozen EMBEDDINGS with LABELS (supervised contrastive
     by default) and write the tuned embeddings to --out, ready for probekit evaluate."""
-    from probekit.data import load_embeddings, load_labels, to_float32
+    from probekit.data import check_lengths, load_embeddings, load_labels, to_float32
 
     try:
         try:
             import torch
 
-            from tuner.adapter import AdapterConfig, apply_adapter, config_dict, train_adapter
+            from tuner.adapter import AdapterConfig, apply_adapter, train_adapter
         except ImportError:
             raise InputError("probekit tune needs torch: pip install 'probekit[tuner]'") from None
         X = load_embeddings(embeddings, key=key)
         y = load_labels(labels, column=label_column)
         _check_header_row(X, y, labels)
-        if X.shape[0] != y.shape[0]:
-            raise InputError(f"embeddings have {X.shape[0]} rows but labels have {y.shape[0]}")
+        check_lengths(X, y)
         applied = [(path, load_embeddings(path, key=key)) for path in apply_paths]
         for path, other in applied:
             if other.shape[1] != X.shape[1]:
@@ -311,12 +310,12 @@ def tune(embeddings, labels, apply_paths, out_dir, objective, epochs, batch_size
             click.echo(f"tuned embeddings written to {target}", err=True)
         torch.save(adapter.state_dict(), out_dir / "adapter.pt")
         write_atomically(out_dir / "adapter.json", json.dumps(
-            {"config": config_dict(config), "loss_per_epoch": history,
+            {"config": dataclasses.asdict(config), "loss_per_epoch": history,
              "dim": int(X.shape[1]), "trained_on": embeddings.name}, indent=2) + "\n")
     except InputError as error:
         _fail(str(error))
     except OSError as error:
-        _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), status=1)
+        _fail_os(error)
 
 
 def _write_outputs(report, out, plots_dir, plot_format, html_path, quiet=False) -> None:
@@ -350,6 +349,11 @@ def _describe_file(path: Path) -> dict:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _fail_os(error: OSError) -> None:
+    """A file-system failure (unwritable output, ...): one line, exit status 1."""
+    _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), status=1)
 
 
 def _fail(message: str, status: int = 2) -> None:

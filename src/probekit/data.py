@@ -347,6 +347,31 @@ def check_labels(y, *, name: str = "labels") -> np.ndarray:
     return array
 
 
+def check_lengths(X: np.ndarray, y: np.ndarray, *, which: str = "") -> None:
+    """Raise :class:`InputError` unless ``X`` and ``y`` have as many rows; ``which`` ("train",
+    "test" or "") names the set in the message."""
+    prefix = f"{which} " if which else ""
+    if X.shape[0] != y.shape[0]:
+        raise InputError(f"{prefix}embeddings have {X.shape[0]} rows but {prefix}labels have "
+                         f"{y.shape[0]}")
+
+
+def check_dataset(X, y, *, which: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`check_embeddings`, :func:`check_labels` and :func:`check_lengths` in one call."""
+    prefix = f"{which} " if which else ""
+    X = check_embeddings(X, name=f"{prefix}embeddings")
+    y = check_labels(y, name=f"{prefix}labels")
+    check_lengths(X, y, which=which)
+    return X, y
+
+
+def check_same_dimensions(train: np.ndarray, test: np.ndarray) -> None:
+    """Raise :class:`InputError` unless train and test embeddings have the same width."""
+    if train.shape[1] != test.shape[1]:
+        raise InputError(f"train embeddings have {train.shape[1]} dimensions but test "
+                         f"embeddings have {test.shape[1]}")
+
+
 @dataclass(frozen=True)
 class LabelEncoding:
     """Labels as integer codes.

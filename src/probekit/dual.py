@@ -17,7 +17,7 @@ import numpy as np
 
 from probekit import __version__
 from probekit.clusters import class_means, nearest_means
-from probekit.data import check_embeddings, check_labels, encode_labels, to_float32
+from probekit.data import check_dataset, check_same_dimensions, encode_labels, to_float32
 from probekit.errors import InputError
 from probekit.geometry import Geometry, Graph, check_extras, check_sample_size
 from probekit.geometry import geometry as diagnostics
@@ -117,10 +117,7 @@ def dual_probe(
     Report
     """
     started = time.perf_counter()
-    X = check_embeddings(X, name="embeddings")
-    y = check_labels(y, name="labels")
-    if X.shape[0] != y.shape[0]:
-        raise InputError(f"embeddings have {X.shape[0]} rows but labels have {y.shape[0]}")
+    X, y = check_dataset(X, y)
     check_metric(metric)
     if (X_test is None) != (y_test is None):
         raise InputError("pass both X_test and y_test, or neither")
@@ -129,14 +126,8 @@ def dual_probe(
             raise InputError("leave-one-out evaluates one set: do not combine it with a test set")
         if folds:
             raise InputError("k-fold makes its own splits: do not combine it with a test set")
-        X_test = check_embeddings(X_test, name="test embeddings")
-        y_test = check_labels(y_test, name="test labels")
-        if X_test.shape[0] != y_test.shape[0]:
-            raise InputError(f"test embeddings have {X_test.shape[0]} rows but test labels "
-                             f"have {y_test.shape[0]}")
-        if X_test.shape[1] != X.shape[1]:
-            raise InputError(f"train embeddings have {X.shape[1]} dimensions but test "
-                             f"embeddings have {X_test.shape[1]}")
+        X_test, y_test = check_dataset(X_test, y_test, which="test")
+        check_same_dimensions(X, X_test)
     if loo and folds:
         raise InputError("choose leave-one-out or k-fold, not both")
     if folds is not None and folds < 2:

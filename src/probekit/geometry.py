@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from probekit import clusters, graph, pairwise, spectrum
-from probekit.data import check_embeddings, check_labels, encode_labels
+from probekit.data import check_embeddings, check_labels, check_lengths, encode_labels
 from probekit.errors import InputError
 from probekit.neighbors import Neighbors, check_metric, prepare_vectors, search
 
@@ -154,8 +154,7 @@ def diagnose(
     codes, n_classes = None, 0
     if y is not None:
         labels = check_labels(y, name="labels")
-        if labels.shape[0] != X.shape[0]:
-            raise InputError(f"embeddings have {X.shape[0]} rows but labels have {labels.shape[0]}")
+        check_lengths(X, labels)
         encoding = encode_labels(labels)
         codes, n_classes = encoding.train, len(encoding.classes)
     if X.shape[0] < 3:

@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 
 from probekit.geometry import GOOD_DIRECTION
-from probekit.report import Report, _sizes_text, _split_text, write_atomically
+from probekit.report import Report, _percent, _sizes_text, _split_text, write_atomically
 
 _ARROWS = {"up": "&uarr;", "down": "&darr;", "none": "&middot;"}
 _CAPTIONS = {
@@ -128,10 +128,6 @@ def _confusions(report: Report) -> str:
                     f"{html.escape(a)}</li>" for a, b, share in pairs)
     return (f"<p class='sub'>Largest confusions of the {html.escape(title)}:</p>"
             f"<ul>{items}</ul>")
-
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.2f}"
 
 
 def _probe_table(report: Report) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from probekit import neighbors
-from probekit.data import check_embeddings, check_labels, encode_labels
+from probekit.data import check_dataset, check_same_dimensions, encode_labels
 from probekit.errors import InputError
 from probekit.metrics import ClassificationScores, bootstrap_ci, classification_scores
 
@@ -270,22 +270,15 @@ def knn_probe(
     -------
     KNNResult
     """
-    X_train = check_embeddings(X_train, name="train embeddings")
-    y_train = check_labels(y_train, name="train labels")
-    _check_same_length(X_train, y_train, "train")
+    X_train, y_train = check_dataset(X_train, y_train, which="train")
     if loo:
         if X_test is not None or y_test is not None:
             raise InputError("leave-one-out evaluates one set: do not pass a test set with loo")
     elif X_test is None or y_test is None:
         raise InputError("pass X_test and y_test, or loo=True to classify each row by the others")
     else:
-        X_test = check_embeddings(X_test, name="test embeddings")
-        y_test = check_labels(y_test, name="test labels")
-        _check_same_length(X_test, y_test, "test")
-        if X_test.shape[1] != X_train.shape[1]:
-            raise InputError(
-                f"train embeddings have {X_train.shape[1]} dimensions, test {X_test.shape[1]}"
-            )
+        X_test, y_test = check_dataset(X_test, y_test, which="test")
+        check_same_dimensions(X_train, X_test)
     encoding = encode_labels(y_train, None if loo else y_test)
     ks, notes = resolve_k(k, X_train.shape[0] - 1 if loo else X_train.shape[0])
     train = neighbors.prepare_vectors(X_train, metric=metric)
@@ -304,9 +297,3 @@ def knn_probe(
         warnings=tuple(notes),
     )
 
-
-def _check_same_length(X: np.ndarray, y: np.ndarray, which: str) -> None:
-    if X.shape[0] != y.shape[0]:
-        raise InputError(
-            f"{which} embeddings have {X.shape[0]} rows but {which} labels have {y.shape[0]}"
-        )

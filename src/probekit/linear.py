@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probekit.data import check_embeddings, check_labels, encode_labels, row_chunks
+from probekit.data import check_dataset, check_same_dimensions, encode_labels, row_chunks
 from probekit.errors import InputError
 from probekit.metrics import ClassificationScores, bootstrap_ci, classification_scores
 from probekit.splits import stratified_holdout
@@ -394,18 +394,9 @@ def linear_probe(
     -------
     LinearResult
     """
-    X_train = check_embeddings(X_train, name="train embeddings")
-    X_test = check_embeddings(X_test, name="test embeddings")
-    y_train = check_labels(y_train, name="train labels")
-    y_test = check_labels(y_test, name="test labels")
-    for X, y, which in ((X_train, y_train, "train"), (X_test, y_test, "test")):
-        if X.shape[0] != y.shape[0]:
-            raise InputError(f"{which} embeddings have {X.shape[0]} rows but {which} labels "
-                             f"have {y.shape[0]}")
-    if X_train.shape[1] != X_test.shape[1]:
-        raise InputError(
-            f"train embeddings have {X_train.shape[1]} dimensions, test {X_test.shape[1]}"
-        )
+    X_train, y_train = check_dataset(X_train, y_train, which="train")
+    X_test, y_test = check_dataset(X_test, y_test, which="test")
+    check_same_dimensions(X_train, X_test)
     encoding = encode_labels(y_train, y_test)
     if encoding.n_train_classes < 2:
         raise InputError("the training labels hold a single class; a probe needs at least two")

@@ -10,7 +10,7 @@ m-per-class batches, everything seeded.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -123,6 +123,3 @@ def apply_adapter(adapter: Adapter, X: np.ndarray, batch_size: int = 8192) -> np
         out[start:start + len(block)] = adapter(block).numpy()
     return out
 
-
-def config_dict(config: AdapterConfig) -> dict:
-    return asdict(config)
