@@ -256,7 +256,7 @@ def check_embeddings(X, *, name: str = "embeddings") -> np.ndarray:
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InputError(f"{name}: embedding matrix is empty, shape {array.shape}")
     if np.issubdtype(array.dtype, np.floating):
-        bad_rows, huge_rows = count_nonfinite_rows(array), count_huge_rows(array)
+        bad_rows, huge_rows = scan_rows(array)
         if bad_rows:
             raise InputError(
                 f"{name}: {bad_rows} of {array.shape[0]} rows hold NaN or infinite values"
@@ -272,23 +272,23 @@ def check_embeddings(X, *, name: str = "embeddings") -> np.ndarray:
 HUGE = 1e150  # |x| beyond this overflows float64 once squared and summed
 
 
-def count_huge_rows(X: np.ndarray) -> int:
-    """Number of rows of ``X`` with a finite value above :data:`HUGE` in magnitude."""
-    if float(np.finfo(X.dtype).max) <= HUGE:
-        return 0  # float32 and smaller cannot hold such values
-    total = 0
+def scan_rows(X: np.ndarray) -> tuple[int, int]:
+    """One streamed pass over ``X``: the number of rows holding NaN or infinity, and of rows
+    holding a finite value above :data:`HUGE` in magnitude (impossible below float64)."""
+    can_be_huge = float(np.finfo(X.dtype).max) > HUGE
+    nonfinite = huge = 0
     for start, stop in row_chunks(X.shape[0], X.shape[1]):
-        block = np.abs(X[start:stop])
-        total += int(np.count_nonzero(((block > HUGE) & np.isfinite(block)).any(axis=1)))
-    return total
+        block = X[start:stop]
+        finite = np.isfinite(block)
+        nonfinite += int(np.count_nonzero(~finite.all(axis=1)))
+        if can_be_huge:
+            huge += int(np.count_nonzero(((np.abs(block) > HUGE) & finite).any(axis=1)))
+    return nonfinite, huge
 
 
 def count_nonfinite_rows(X: np.ndarray) -> int:
     """Number of rows of ``X`` with at least one NaN or infinity, streamed over row chunks."""
-    total = 0
-    for start, stop in row_chunks(X.shape[0], X.shape[1]):
-        total += int(np.count_nonzero(~np.isfinite(X[start:stop]).all(axis=1)))
-    return total
+    return scan_rows(X)[0]
 
 
 def row_chunks(n_rows: int, n_cols: int, max_elements: int = _CHUNK_ELEMENTS):
