@@ -2,15 +2,26 @@
 
 An encoder maps a batch to (B, D) or to frame/token features (B, T, D), possibly inside an
 output object with ``last_hidden_state`` (Hugging Face models); :class:`PooledEncoder` turns
-that into one embedding per example. Pre-trained audio adapters (the GE2E speech encoder of the
-Resemblyzer wheel, Hugging Face AST / wav2vec2 / HuBERT from a local directory) build on this
-(issue 5, in progress).
+that into one embedding per example.
+
+Pre-trained audio encoders share one protocol: an ``nn.Module`` with ``sample_rate`` and ``dim``,
+``preprocess(waveforms) -> dict`` (a padded CPU batch from mono float32 waveforms, cheap enough
+for a collate function) and ``forward(**inputs) -> (B, dim)``. :class:`GE2EEncoder` is the GE2E
+speaker encoder whose weights ship in the Resemblyzer wheel; :class:`HFAudioEncoder` wraps a
+Hugging Face wav2vec2 / HuBERT / AST / Whisper-encoder model from a local directory or a config
+(``transformers`` is imported only there).
 """
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
+
+from tuner.audio import ge2e_mel_frames, normalize_volume
 
 POOLINGS = ("mean", "max", "cls")
 
@@ -55,8 +66,13 @@ class PooledEncoder(nn.Module):
 
 
 def block_list(module: nn.Module) -> nn.ModuleList:
-    """The module's stack of blocks: the longest ``nn.ModuleList`` inside it (e.g.
-    ``encoder.layer`` of a Hugging Face model, ``layers`` of ``nn.TransformerEncoder``)."""
+    """The module's stack of blocks: its ``blocks`` attribute when that is an ``nn.ModuleList``
+    (as :class:`HFAudioEncoder` names its transformer layers), else the longest ``nn.ModuleList``
+    inside it (e.g. ``encoder.layer`` of a Hugging Face model, ``layers`` of
+    ``nn.TransformerEncoder``)."""
+    explicit = getattr(module, "blocks", None)
+    if isinstance(explicit, nn.ModuleList):
+        return explicit
     lists = [child for child in module.modules() if isinstance(child, nn.ModuleList)]
     if not lists:
         raise ValueError("the module has no nn.ModuleList of blocks to freeze by position")
@@ -76,3 +92,214 @@ def freeze_all_but_last(module: nn.Module, n_blocks: int) -> int:
         for parameter in block.parameters():
             parameter.requires_grad_(True)
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# --- pre-trained audio encoders (the protocol is in the module docstring) ----------------------
+
+GE2E_WEIGHTS_FILE = "pretrained.pt"
+_GE2E_INSTALL_HINT = ("the GE2E weights ship in the Resemblyzer wheel: pip install resemblyzer "
+                      "(pip install --no-deps resemblyzer is enough)")
+
+
+def pad_sequences(sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (T_i, F) arrays into a zero-padded (B, max T_i, F) float32 tensor and the (B,)
+    int64 lengths."""
+    lengths = torch.tensor([len(sequence) for sequence in sequences], dtype=torch.int64)
+    padded = torch.zeros(len(sequences), int(lengths.max()), sequences[0].shape[1])
+    for row, sequence in enumerate(sequences):
+        padded[row, : len(sequence)] = torch.from_numpy(np.asarray(sequence, dtype=np.float32))
+    return padded, lengths
+
+
+def _check_waveforms(waveforms) -> list[np.ndarray]:
+    if isinstance(waveforms, np.ndarray) and waveforms.ndim == 1:
+        waveforms = [waveforms]
+    if len(waveforms) == 0:
+        raise ValueError("preprocess needs at least one waveform")
+    arrays = [np.asarray(waveform, dtype=np.float32) for waveform in waveforms]
+    shapes = [array.shape for array in arrays if array.ndim != 1]
+    if shapes:
+        raise ValueError(f"waveforms must be 1-D mono arrays, got shape {shapes[0]}")
+    return arrays
+
+
+def resemblyzer_weights_path() -> Path:
+    """The GE2E checkpoint inside the installed ``resemblyzer`` package, found with
+    ``importlib.util.find_spec`` without importing the package (it imports webrtcvad and
+    librosa)."""
+    spec = importlib.util.find_spec("resemblyzer")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(_GE2E_INSTALL_HINT)
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / GE2E_WEIGHTS_FILE
+        if candidate.is_file():
+            return candidate
+    raise ImportError(f"resemblyzer is installed but has no {GE2E_WEIGHTS_FILE}; "
+                      f"{_GE2E_INSTALL_HINT}")
+
+
+class GE2EEncoder(nn.Module):
+    """The GE2E speaker encoder of Resemblyzer: a 3-layer LSTM (40 -> 256) on power mel frames,
+    the last layer's final hidden state through Linear(256, 256) and ReLU, L2-normalised:
+    ``e = relu(W h_T + b) / ||relu(W h_T + b)||``.
+
+    ``forward(mels, lengths=None)`` takes zero-padded (B, T, 40) frames and the true lengths;
+    sequences are packed so that ``h_T`` is each utterance's state at its own last frame.
+    ``preprocess`` gives those inputs: :func:`tuner.audio.normalize_volume` (-30 dBFS, increase
+    only) then :func:`tuner.audio.ge2e_mel_frames`, as Resemblyzer without its VAD trimming.
+
+    References
+    ----------
+    Wan et al., "Generalized End-to-End Loss for Speaker Verification", ICASSP 2018;
+    Resemblyzer ``VoiceEncoder`` (resemble-ai/Resemblyzer), whose weights :meth:`pretrained`
+    loads.
+    """
+
+    sample_rate = 16000
+    dim = 256
+    n_mels = 40
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(self.n_mels, 256, 3, batch_first=True)
+        self.linear = nn.Linear(256, self.dim)
+        self.relu = nn.ReLU()
+
+    @classmethod
+    def pretrained(cls, weights_path: str | Path | None = None) -> GE2EEncoder:
+        """The encoder with Resemblyzer's weights (from the installed wheel when
+        ``weights_path`` is None), loaded with ``torch.load(weights_only=True)``, strictly."""
+        path = resemblyzer_weights_path() if weights_path is None else Path(weights_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"GE2E weights not found: {path}")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # any unpickling failure means "not a checkpoint"
+            reason = " ".join(str(error).split())[:120]
+            raise ValueError(f"{path} is not a GE2E checkpoint: {reason}") from None
+        state = checkpoint.get("model_state") if isinstance(checkpoint, dict) else None
+        if not isinstance(state, dict):
+            raise ValueError(f"{path} is not a GE2E checkpoint: no 'model_state' dictionary")
+        state = {key: value for key, value in state.items()
+                 if not key.startswith("similarity_")}
+        encoder = cls()
+        try:
+            encoder.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            reason = " ".join(str(error).split())[:200]
+            raise ValueError(f"{path} does not fit the GE2E encoder: {reason}") from None
+        return encoder.eval()
+
+    def preprocess(self, waveforms: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Mono float32 waveforms at 16 kHz -> ``{"mels": (B, T, 40), "lengths": (B,)}``."""
+        frames = [ge2e_mel_frames(normalize_volume(waveform), self.sample_rate)
+                  for waveform in _check_waveforms(waveforms)]
+        mels, lengths = pad_sequences(frames)
+        return {"mels": mels, "lengths": lengths}
+
+    def forward(self, mels: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is None:
+            _, (hidden, _) = self.lstm(mels)
+        else:
+            packed = nn.utils.rnn.pack_padded_sequence(
+                mels, lengths.to("cpu", torch.int64), batch_first=True, enforce_sorted=False)
+            _, (hidden, _) = self.lstm(packed)
+        embeddings = self.relu(self.linear(hidden[-1]))
+        return embeddings / embeddings.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _import_transformers():
+    try:
+        import transformers
+    except ImportError as error:
+        raise ImportError("Hugging Face audio encoders need transformers: "
+                          "pip install 'probekit[hf]'") from error
+    return transformers
+
+
+class HFAudioEncoder(nn.Module):
+    """A Hugging Face audio model (wav2vec2, HuBERT, AST, Whisper's encoder) and its feature
+    extractor, pooled to one embedding per waveform with :func:`pool`.
+
+    Pooling ignores padding through a frame mask: for wav2vec2 / HuBERT the model's
+    ``_get_feature_vector_attention_mask`` of the sample mask; for Whisper (whose features are
+    always padded to the model's fixed 30 s window, or ``chunk_length``) the frames
+    ``(n - 1) // 2 + 1`` of the ``n`` valid mel frames; AST has a fixed input length and no mask.
+    Whisper's extractor pads or truncates every waveform to its window, AST's to ``max_length``
+    frames; wav2vec2 / HuBERT batches are padded to the longest waveform.
+    The sample mask is passed to the model only when its feature extractor asks for one
+    (``return_attention_mask=True``, e.g. wav2vec2 with layer norm); models trained without
+    it (wav2vec2-base, HuBERT-base) see zero padding only, as Hugging Face recommends.
+    ``blocks`` is the transformer layer stack (for :func:`freeze_all_but_last`).
+    """
+
+    def __init__(self, model: nn.Module, feature_extractor, pooling: str = "mean"):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling}")
+        config = model.config
+        self.model_type = str(getattr(config, "model_type", ""))
+        self.is_whisper = bool(getattr(config, "is_encoder_decoder", False))
+        self.model = model.get_encoder() if self.is_whisper else model
+        self.feature_extractor = feature_extractor
+        self.pooling = pooling
+        self.sample_rate = int(feature_extractor.sampling_rate)
+        self.dim = int(getattr(config, "hidden_size", None) or config.d_model)
+        self.model_uses_mask = bool(getattr(feature_extractor, "return_attention_mask", False))
+        self.train(model.training)
+
+    @classmethod
+    def from_pretrained(cls, local_dir: str | Path, pooling: str = "mean") -> HFAudioEncoder:
+        """Model and feature extractor from a local directory (``save_pretrained`` output);
+        nothing is downloaded."""
+        transformers = _import_transformers()
+        local_dir = Path(local_dir)
+        if not local_dir.is_dir():
+            raise FileNotFoundError(f"no model directory at {local_dir}")
+        model = transformers.AutoModel.from_pretrained(local_dir, local_files_only=True)
+        extractor = transformers.AutoFeatureExtractor.from_pretrained(local_dir,
+                                                                      local_files_only=True)
+        return cls(model.eval(), extractor, pooling)
+
+    @classmethod
+    def from_config(cls, config, feature_extractor, pooling: str = "mean") -> HFAudioEncoder:
+        """A randomly initialised model of ``config`` (``AutoModel.from_config``)."""
+        transformers = _import_transformers()
+        return cls(transformers.AutoModel.from_config(config).eval(), feature_extractor, pooling)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer layers: the longest ``nn.ModuleList`` named ``layer`` or ``layers``
+        (not, e.g., wav2vec2's ``conv_layers``)."""
+        named = [module for name, module in self.model.named_modules()
+                 if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1]
+                 in ("layer", "layers")]
+        return max(named, key=len) if named else block_list(self.model)
+
+    def preprocess(self, waveforms: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Mono float32 waveforms at ``sample_rate`` -> the feature extractor's padded batch."""
+        options = {"sampling_rate": self.sample_rate, "return_tensors": "pt"}
+        if self.is_whisper:
+            options.update(padding="max_length", return_attention_mask=True)
+        elif self.model_type != "audio-spectrogram-transformer":
+            options.update(padding=True, return_attention_mask=True)
+        inputs = self.feature_extractor(_check_waveforms(waveforms), **options)
+        return dict(inputs.items())
+
+    def forward(self, attention_mask: torch.Tensor | None = None, **inputs) -> torch.Tensor:
+        if attention_mask is not None and self.model_uses_mask and not self.is_whisper:
+            inputs["attention_mask"] = attention_mask
+        hidden = self.model(**inputs).last_hidden_state
+        return pool(hidden, self.pooling, self.frame_mask(attention_mask, hidden.shape[1]))
+
+    def frame_mask(self, attention_mask: torch.Tensor | None,
+                   n_frames: int) -> torch.Tensor | None:
+        """(B, n_frames) mask of the output frames that see real input, from the input mask."""
+        if attention_mask is None:
+            return None
+        if self.is_whisper:
+            lengths = self.model._get_feat_extract_output_lengths(attention_mask.sum(-1))
+            return torch.arange(n_frames, device=lengths.device)[None, :] < lengths[:, None]
+        if hasattr(self.model, "_get_feature_vector_attention_mask"):
+            return self.model._get_feature_vector_attention_mask(n_frames, attention_mask)
+        return None

@@ -63,3 +63,58 @@ class MPerClassSampler:
                 batch += queues[c][positions[c]:positions[c] + self.m].tolist()
                 positions[c] += self.m
             yield batch
+
+
+class ShuffledBatches:
+    """Batches of ``batch_size`` indices drawn from seeded permutations of ``range(n)`` (a new
+    permutation when one runs out): the sampler for cross-entropy and multi-label training.
+    ``set_epoch`` reshuffles with ``seed + epoch``."""
+
+    def __init__(self, n: int, batch_size: int, batches_per_epoch: int | None = None,
+                 seed: int = 0):
+        if not 1 <= batch_size:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
+        self.batches_per_epoch = batches_per_epoch or max(1, n // batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order, position = rng.permutation(self.n), 0
+        for _ in range(self.batches_per_epoch):
+            batch = []
+            while len(batch) < self.batch_size:
+                if position == self.n:
+                    order, position = rng.permutation(self.n), 0
+                take = min(self.batch_size - len(batch), self.n - position)
+                batch += order[position:position + take].tolist()
+                position += take
+            yield batch
+
+
+class RankShard:
+    """This rank's contiguous slice of every global batch of ``sampler``: rank r of W gets
+    ``batch[r·B/W : (r+1)·B/W]``, so gathering the slices in rank order rebuilds the global
+    batch exactly (and a W-process run sees the batches of a single-process run)."""
+
+    def __init__(self, sampler, rank: int = 0, world_size: int = 1):
+        self.sampler, self.rank, self.world_size = sampler, rank, world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.sampler:
+            if len(batch) % self.world_size:
+                raise ValueError(f"a batch of {len(batch)} does not split over "
+                                 f"{self.world_size} processes")
+            size = len(batch) // self.world_size
+            yield batch[self.rank * size:(self.rank + 1) * size]

@@ -1,0 +1,78 @@
+"""Stage two starts here: embeddings of a dataset as a numpy matrix that probekit reads.
+
+``embed(encoder, data)`` runs the encoder in evaluation mode, without gradients, in batches,
+on the GPU when there is one (bf16 autocast there unless ``amp=False``), and returns float32
+rows in the order of ``data``. ``np.save`` them and run ``probekit evaluate``, or pass them to
+``probekit.dual_probe``.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from tuner.data import collate_for, dataset_of
+from tuner.distributed import select_device
+
+
+def encode(encoder: torch.nn.Module, inputs) -> torch.Tensor:
+    """``encoder(**inputs)`` for a dict of model inputs (audio encoders), else
+    ``encoder(inputs)``."""
+    return encoder(**inputs) if isinstance(inputs, dict) else encoder(inputs)
+
+
+def to_device(inputs, device: torch.device):
+    """A tensor, or a dict of tensors, moved to ``device``."""
+    if isinstance(inputs, dict):
+        return {name: value.to(device, non_blocking=True) for name, value in inputs.items()}
+    return inputs.to(device, non_blocking=True)
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (no gradient scaler needed), nothing on the CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def embed(encoder: torch.nn.Module, data, *, head: torch.nn.Module | None = None,
+          batch_size: int = 256, device: str | torch.device = "auto", amp: bool = True,
+          num_workers: int = 0) -> np.ndarray:
+    """Embeddings of ``data`` as an (N, D) float32 array.
+
+    Parameters
+    ----------
+    encoder : a module mapping a batch to (B, D) (see :mod:`tuner.encoders`); it is moved to
+        ``device`` and put back in its previous train/eval mode afterwards.
+    data : a tensor or array of inputs (first axis = examples), or a Dataset whose items are
+        ``(inputs, target)`` (:class:`tuner.data.ArrayDataset`, :class:`tuner.data.AudioDataset`).
+    head : embed after this module too (e.g. the projection head) instead of the encoder
+        output.
+    device : ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or a torch.device.
+    """
+    dataset = dataset_of(data)
+    device = device if isinstance(device, torch.device) else select_device(device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_for(dataset, encoder))
+    modules = [encoder] + ([head] if head is not None else [])
+    modes = [module.training for module in modules]
+    rows = []
+    try:
+        for module in modules:
+            module.to(device).eval()
+        for inputs, _ in loader:
+            with autocast(device, amp):
+                output = encode(encoder, to_device(inputs, device))
+                if head is not None:
+                    output = head(output)
+            rows.append(output.float().cpu().numpy())
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.train(mode)
+    if not rows:
+        raise ValueError("nothing to embed: the data set is empty")
+    return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
