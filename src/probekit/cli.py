@@ -279,9 +279,8 @@ def tune(embeddings, labels, apply_paths, out_dir, objective, epochs, batch_size
 
     try:
         try:
-            import torch
-
             from tuner.adapter import AdapterConfig, apply_adapter, train_adapter
+            from tuner.train import save_checkpoint
         except ImportError:
             raise InputError("probekit tune needs torch: pip install 'probekit[tuner]'") from None
         X = load_embeddings(embeddings, key=key)
@@ -306,9 +305,9 @@ def tune(embeddings, labels, apply_paths, out_dir, objective, epochs, batch_size
         outputs = [(embeddings, X)] + applied
         for path, rows in outputs:
             target = out_dir / f"{path.stem}.tuned.npy"
-            np.save(target, apply_adapter(adapter, to_float32(rows)))
+            _save_npy(target, apply_adapter(adapter, to_float32(rows)))
             click.echo(f"tuned embeddings written to {target}", err=True)
-        torch.save(adapter.state_dict(), out_dir / "adapter.pt")
+        save_checkpoint(out_dir / "adapter.pt", adapter.state_dict())
         write_atomically(out_dir / "adapter.json", json.dumps(
             {"config": dataclasses.asdict(config), "loss_per_epoch": history,
              "dim": int(X.shape[1]), "trained_on": embeddings.name}, indent=2) + "\n")
@@ -316,6 +315,211 @@ def tune(embeddings, labels, apply_paths, out_dir, objective, epochs, batch_size
         _fail(str(error))
     except OSError as error:
         _fail_os(error)
+
+
+_ENCODER_HELP = ("Pre-trained audio encoder: ge2e (Resemblyzer's GE2E weights), "
+                 "ge2e:WEIGHTS.pt, or hf:MODEL_DIR (a Hugging Face model saved locally).")
+
+
+@cli.command()
+@click.argument("train_manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--encoder", "encoder_spec", default="ge2e", show_default=True, help=_ENCODER_HELP)
+@click.option("--pooling", type=click.Choice(["mean", "max", "cls"]), default="mean",
+              show_default=True, help="Pooling of frame features (Hugging Face encoders).")
+@click.option("--val", "val_manifest", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Validation manifest: probed every --probe-every epochs to "
+              "choose the best checkpoint.")
+@click.option("--embed", "embed_manifests", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="More manifests to embed with the tuned encoder (repeatable), e.g. the "
+              "test set.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Folder for checkpoints, log.json and embeddings.")
+@click.option("--objective", type=click.Choice(["supcon", "jaccard", "ce"]), default="supcon",
+              show_default=True, help="SupCon, Jaccard SupCon (multi-label) or cross-entropy.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True,
+              help="Global batch (all processes together).")
+@click.option("--m", "m", type=click.IntRange(min=2), default=4, show_default=True,
+              help="Samples per class in a SupCon batch.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4,
+              show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.07,
+              show_default=True)
+@click.option("--head-dim", type=click.IntRange(min=0), default=128, show_default=True,
+              help="Projection-head size; 0 puts the loss on the encoder output.")
+@click.option("--train-last", type=click.IntRange(min=0), default=None,
+              help="Freeze all but the last N blocks of the encoder.")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Crop longer clips (randomly in training, centred otherwise).")
+@click.option("--probe-every", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--probe-metric", default="knn_weighted@20", show_default=True,
+              help="knn_weighted@K, knn_majority@K or linear: picks the best checkpoint.")
+@click.option("--embed-from", type=click.Choice(["encoder", "head"]), default="encoder",
+              show_default=True, help="Probe and write the encoder or the head output.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=True, show_default=True,
+              help="bf16 autocast on CUDA.")
+@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--cache-audio", is_flag=True, help="Keep decoded clips in memory.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
+def finetune(train_manifest, encoder_spec, pooling, val_manifest, embed_manifests, out_dir,
+             objective, epochs, batch_size, m, lr, weight_decay, warmup_epochs, temperature,
+             head_dim, train_last, max_seconds, probe_every, probe_metric, embed_from, device,
+             amp, num_workers, cache_audio, resume, seed, quiet):
+    """Fine-tune a pre-trained audio encoder on the clips of TRAIN_MANIFEST (a CSV with path
+    and label columns; several labels separated by ';'), then write its embeddings of every
+    manifest to --out for probekit evaluate. Runs under torchrun --nproc_per_node=N too."""
+    try:
+        tuner = _import_tuner()
+        encoder = _load_encoder(tuner, encoder_spec, pooling)
+        if train_last is not None:
+            tuner.encoders.freeze_all_but_last(encoder, train_last)
+        rank = tuner.distributed.init_distributed()[0]
+        audio = {"sample_rate": encoder.sample_rate, "max_seconds": max_seconds,
+                 "cache": cache_audio, "seed": seed}
+        train = _read_clips(tuner, train_manifest, audio, random_crop=True)
+        val = (_read_clips(tuner, val_manifest, audio, like=train)
+               if val_manifest is not None else None)
+        extra = [(path, _read_clips(tuner, path, audio, like=train)) for path in embed_manifests]
+        config = tuner.train.TrainConfig(
+            objective=objective, epochs=epochs, batch_size=batch_size, m=m, lr=lr,
+            weight_decay=weight_decay, warmup_epochs=warmup_epochs, temperature=temperature,
+            head_dim=head_dim or None, device=device, amp=amp, seed=seed,
+            probe_every=probe_every, probe_metric=probe_metric, embed_from=embed_from,
+            num_workers=num_workers, progress=not quiet, verbose=not quiet)
+        try:
+            result = tuner.train.fit(encoder, train, val, config, out_dir=out_dir,
+                                     resume=resume)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        finally:
+            tuner.distributed.end_distributed()
+        if rank != 0:
+            return
+        evaluation = [(train_manifest, _read_clips(tuner, train_manifest, audio, like=train))]
+        evaluation += [(val_manifest, val)] if val is not None else []
+        head = result.head if embed_from == "head" else None
+        _write_embeddings(tuner, encoder, evaluation + extra, out_dir, device, amp, head,
+                          quiet)
+    except InputError as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail_os(error)
+
+
+@cli.command("embed")
+@click.argument("manifests", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--encoder", "encoder_spec", default="ge2e", show_default=True, help=_ENCODER_HELP)
+@click.option("--pooling", type=click.Choice(["mean", "max", "cls"]), default="mean",
+              show_default=True)
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A probekit finetune checkpoint (best.pt/last.pt) to load into the encoder.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Folder for NAME.npy and NAME.labels.txt per manifest.")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Centre-crop longer clips.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--amp/--no-amp", default=True, show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+def embed_command(manifests, encoder_spec, pooling, checkpoint, out_dir, max_seconds, device,
+                  amp, quiet):
+    """Embed the clips of MANIFESTS with a pre-trained (or --checkpoint fine-tuned) encoder:
+    the stage-two input of probekit evaluate, and the before-tuning baseline."""
+    try:
+        tuner = _import_tuner()
+        encoder = _load_encoder(tuner, encoder_spec, pooling)
+        if checkpoint is not None:
+            try:
+                tuner.train.load_encoder(encoder, checkpoint)
+            except (ValueError, RuntimeError, KeyError) as error:
+                raise InputError(f"{checkpoint.name} does not fit encoder {encoder_spec}: "
+                                 f"{str(error).splitlines()[0]}") from None
+        audio = {"sample_rate": encoder.sample_rate, "max_seconds": max_seconds}
+        first = _read_clips(tuner, manifests[0], audio)
+        datasets = [(manifests[0], first)] + [
+            (path, _read_clips(tuner, path, audio, like=first)) for path in manifests[1:]]
+        _write_embeddings(tuner, encoder, datasets, out_dir, device, amp, None, quiet)
+    except InputError as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail_os(error)
+
+
+def _import_tuner():
+    """The tuner package and the submodules the audio commands use (torch is imported here,
+    never by probekit's core)."""
+    try:
+        import tuner.data
+        import tuner.distributed
+        import tuner.embed
+        import tuner.encoders
+        import tuner.train
+    except ImportError as error:
+        raise InputError(f"this command needs torch: pip install 'probekit[tuner]' "
+                         f"({error})") from None
+    return tuner
+
+
+def _load_encoder(tuner, spec: str, pooling: str):
+    try:
+        return tuner.encoders.encoder_from_spec(spec, pooling)
+    except (ImportError, ValueError, FileNotFoundError) as error:
+        raise InputError(str(error)) from None
+
+
+def _read_clips(tuner, manifest: Path, audio: dict, *, random_crop=False, like=None):
+    """The AudioDataset of a manifest; ``like``: use that (training) set's classes."""
+    options = dict(audio, random_crop=random_crop)
+    if like is not None:
+        options.update(classes=like.classes, multi_label=like.targets.ndim == 2)
+    try:
+        return tuner.data.AudioDataset.from_manifest(manifest, **options)
+    except (ValueError, FileNotFoundError) as error:
+        message = str(error)
+        raise InputError(message if manifest.name in message
+                         else f"{manifest.name}: {message}") from None
+
+
+def _write_embeddings(tuner, encoder, datasets, out_dir: Path, device, amp, head, quiet) -> None:
+    """``NAME.npy`` and ``NAME.labels.txt`` (``NAME.labels.npy`` multi-hot for multi-label
+    data) in ``out_dir`` for every (manifest, dataset)."""
+    stems = [path.stem for path, _ in datasets]
+    if len(set(stems)) != len(stems):
+        raise InputError(f"two manifests share a name ({', '.join(stems)}): their embeddings "
+                         "would overwrite each other")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, dataset in datasets:
+        try:
+            rows = tuner.embed.embed(encoder, dataset, head=head, device=device, amp=amp)
+        except ValueError as error:
+            raise InputError(f"{path.name}: {error}") from None
+        target = out_dir / f"{path.stem}.npy"
+        _save_npy(target, rows)
+        if dataset.targets.ndim == 2:
+            _save_npy(out_dir / f"{path.stem}.labels.npy", dataset.targets)
+        else:
+            names = [str(dataset.classes[code]) for code in dataset.targets]
+            write_atomically(out_dir / f"{path.stem}.labels.txt", "\n".join(names) + "\n")
+        if not quiet:
+            click.echo(f"{rows.shape[0]} x {rows.shape[1]} embeddings of {path.name} written "
+                       f"to {target}", err=True)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through a temporary file and an atomic rename."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as stream:
+            np.save(stream, array)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _write_outputs(report, out, plots_dir, plot_format, html_path, quiet=False) -> None:

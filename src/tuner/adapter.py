@@ -3,8 +3,8 @@
 A residual MLP ``a(x) = x + MLP(x)`` (initialised at the identity map) is trained on fixed
 embedding rows with supervised contrastive loss on a projection head (or cross-entropy on a
 linear head, the baseline the paper compares against); the tuned embeddings are the adapter's
-output, before any head. AdamW, a linear warm-up then cosine decay, gradient clipping,
-m-per-class batches, everything seeded.
+output, before any head. The loop is :func:`tuner.train.fit` (AdamW, warm-up then cosine
+decay, gradient clipping, m-per-class batches for SupCon, everything seeded), on the CPU.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tuner.heads import ProjectionHead
-from tuner.losses import SupConLoss
-from tuner.sampling import MPerClassSampler
+from tuner.data import ArrayDataset
+from tuner.train import TrainConfig, fit
 
 
 class Adapter(nn.Module):
@@ -55,62 +54,26 @@ class AdapterConfig:
 
 def train_adapter(X: np.ndarray, y: np.ndarray, config: AdapterConfig | None = None,
                   *, log=None) -> tuple[Adapter, list[float]]:
-    """Train an :class:`Adapter` on rows ``X`` (N, D) with class ids ``y``; returns it (in eval
-    mode) and the mean loss of every epoch. ``log(epoch, loss)`` is called after each epoch."""
+    """Train an :class:`Adapter` on rows ``X`` (N, D) with class ids ``y`` with
+    :func:`tuner.train.fit` on the CPU; returns it (in eval mode) and the mean loss of every
+    epoch. ``log(epoch, loss)`` is called after each epoch."""
     config = config or AdapterConfig()
     if config.objective not in ("supcon", "ce"):
         raise ValueError(f"objective must be 'supcon' or 'ce', got {config.objective}")
+    data = ArrayDataset(np.ascontiguousarray(X, dtype=np.float32), np.asarray(y))
+    n_classes = len(data.classes)
+    batch = min(config.batch_size - config.batch_size % config.m, config.m * n_classes)
+    settings = TrainConfig(
+        objective=config.objective, epochs=config.epochs, batch_size=batch, m=config.m,
+        batches_per_epoch=max(1, math.ceil(len(data) / batch)), lr=config.lr,
+        weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
+        temperature=config.temperature, head_dim=config.head_dim, clip_norm=config.clip_norm,
+        device="cpu", seed=config.seed, probe_every=0, progress=False, verbose=False)
     torch.manual_seed(config.seed)
-    classes, codes = np.unique(np.asarray(y), return_inverse=True)
-    data = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    targets = torch.from_numpy(codes.astype(np.int64))
-    dim = data.shape[1]
-    adapter = Adapter(dim, config.hidden_dim)
-    if config.objective == "supcon":
-        head, loss_fn = ProjectionHead(dim, config.head_dim), SupConLoss(config.temperature)
-    else:
-        head, cross_entropy = nn.Linear(dim, len(classes)), nn.CrossEntropyLoss()
-
-        def loss_fn(outputs, labels):
-            return cross_entropy(outputs, labels)
-    batch = min(config.batch_size - config.batch_size % config.m,
-                config.m * len(classes))
-    sampler = MPerClassSampler(codes, m=config.m, batch_size=batch, seed=config.seed,
-                               batches_per_epoch=max(1, math.ceil(len(codes) / batch)))
-    parameters = list(adapter.parameters()) + list(head.parameters())
-    optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    total = config.epochs * len(sampler)
-    warmup = config.warmup_epochs * len(sampler)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(step,
-                                                                                    warmup, total))
-    history = []
-    for epoch in range(config.epochs):
-        sampler.set_epoch(epoch)
-        adapter.train()
-        head.train()
-        losses = []
-        for indices in sampler:
-            index = torch.as_tensor(indices)
-            loss = loss_fn(head(adapter(data[index])), targets[index])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(parameters, config.clip_norm)
-            optimiser.step()
-            schedule.step()
-            losses.append(loss.item())
-        history.append(float(np.mean(losses)))
-        if log:
-            log(epoch, history[-1])
-    adapter.eval()
-    return adapter, history
-
-
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    adapter = Adapter(X.shape[1], config.hidden_dim)
+    result = fit(adapter, data, config=settings, on_epoch=None if log is None else (
+        lambda record: log(record["epoch"] - 1, record["loss"])))
+    return adapter.eval(), [record["loss"] for record in result.history]
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 
 def encode_targets(label_lists: Sequence[Sequence[str]], classes: Sequence[str] | None = None,
@@ -155,7 +155,10 @@ class WaveformCollate:
 
 
 def collate_for(dataset, encoder) -> Callable | None:
-    """The dataset's own collate for this encoder (audio), else None (default collation)."""
+    """The dataset's own collate for this encoder (audio), else None (default collation); a
+    ``Subset`` uses its dataset's."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
     collate = getattr(dataset, "collate", None)
     return collate(encoder) if collate is not None else None
 

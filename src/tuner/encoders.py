@@ -303,3 +303,15 @@ class HFAudioEncoder(nn.Module):
         if hasattr(self.model, "_get_feature_vector_attention_mask"):
             return self.model._get_feature_vector_attention_mask(n_frames, attention_mask)
         return None
+
+
+def encoder_from_spec(spec: str, pooling: str = "mean") -> nn.Module:
+    """A pre-trained audio encoder by name, as the CLI takes it: ``ge2e`` (Resemblyzer's
+    weights from the installed wheel), ``ge2e:PATH`` (a GE2E checkpoint file) or ``hf:DIR`` (a
+    Hugging Face model saved in a local directory, pooled with ``pooling``)."""
+    kind, _, location = spec.partition(":")
+    if kind == "ge2e":
+        return GE2EEncoder.pretrained(location or None)
+    if kind == "hf" and location:
+        return HFAudioEncoder.from_pretrained(location, pooling)
+    raise ValueError(f"encoder must be ge2e, ge2e:PATH or hf:DIR, got {spec}")

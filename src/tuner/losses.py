@@ -50,20 +50,18 @@ class _WeightedContrastive(nn.Module):
         with torch.autocast(device_type=device_type, enabled=False):
             precision = torch.float64 if features.dtype == torch.float64 else torch.float32
             unit = F.normalize(features.to(precision), dim=1)
-            logits = unit @ unit.T / self.temperature
-            n = logits.shape[0]
-            self_mask = torch.eye(n, dtype=torch.bool, device=logits.device)
-            # subtracting the row maximum changes nothing mathematically and keeps exp finite
-            logits = logits - logits.detach().max(dim=1, keepdim=True).values
-            logits = logits.masked_fill(self_mask, float("-inf"))
+            self_mask = torch.eye(unit.shape[0], dtype=torch.bool, device=unit.device)
+            logits = (unit @ unit.T / self.temperature).masked_fill(self_mask, float("-inf"))
+            # logsumexp subtracts each row's maximum before exponentiating: exp stays finite
             log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+            log_prob = log_prob.masked_fill(self_mask, 0.0)
             weights = weights.to(precision).masked_fill(self_mask, 0.0)
             totals = weights.sum(dim=1)
-            anchors = totals > 0
-            if not bool(anchors.any()):
-                return (logits.masked_fill(self_mask, 0.0) * 0.0).sum()  # 0, with a gradient
-            weighted = (weights * log_prob.masked_fill(self_mask, 0.0)).sum(dim=1)
-            return -(weighted[anchors] / totals[anchors]).mean()
+            has_positive = (totals > 0).to(precision)
+            per_anchor = (weights * log_prob).sum(dim=1) / torch.where(totals > 0, totals, 1.0)
+            # anchors without a positive drop out of the mean (0 when none has one); no
+            # host synchronisation, so the step stays asynchronous on a GPU
+            return -(per_anchor * has_positive).sum() / has_positive.sum().clamp(min=1.0)
 
 
 class SupConLoss(_WeightedContrastive):

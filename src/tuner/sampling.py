@@ -34,8 +34,9 @@ class MPerClassSampler:
             raise ValueError(f"batch_size {batch_size} is not a multiple of m={m}")
         self.classes, codes = np.unique(labels, return_inverse=True)
         if batch_size // m > len(self.classes):
-            raise ValueError(f"a batch of {batch_size // m} classes needs that many classes; "
-                             f"the labels hold {len(self.classes)}")
+            raise ValueError(f"batch_size {batch_size} with m={m} takes {batch_size // m} "
+                             f"classes per batch; the labels hold {len(self.classes)}: use a "
+                             f"batch_size of at most {m * len(self.classes)}")
         self.members = [np.flatnonzero(codes == c) for c in range(len(self.classes))]
         self.m, self.batch_size, self.seed, self.epoch = m, batch_size, seed, 0
         self.batches_per_epoch = batches_per_epoch or max(1, len(labels) // batch_size)

@@ -33,6 +33,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,7 +211,8 @@ def batch_sampler(targets: np.ndarray, config: TrainConfig):
 
 def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | None = None, *,
         head: nn.Module | None = None, out_dir: str | Path | None = None,
-        resume: str | Path | bool = False) -> TrainResult:
+        resume: str | Path | bool = False,
+        on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Fine-tune ``encoder`` on ``train_data``; see the module docstring for the loop.
 
     Parameters
@@ -225,6 +227,7 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
         linear classifier for cross-entropy).
     out_dir : where ``last.pt``, ``best.pt`` and ``log.json`` go (rank 0 writes them).
     resume : a checkpoint path, or True for ``out_dir/last.pt``: continue that run.
+    on_epoch : called (on rank 0) with every epoch's record, e.g. to log it elsewhere.
 
     Under torchrun the process group is started from the environment; ``batch_size`` is the
     global batch and every process trains on its slice of it.
@@ -295,11 +298,12 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
             if config.clip_norm is not None:
                 nn.utils.clip_grad_norm_(trainable, config.clip_norm)
             optimizer.step()
+            last_lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             losses.append(loss.item())
         record = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
                   "loss": mean_over_ranks(float(np.mean(losses)), device),
-                  "lr": scheduler.get_last_lr()[0]}
+                  "lr": last_lr}
         due = probing and ((epoch + 1) % config.probe_every == 0 or epoch + 1 == config.epochs)
         if due and rank == 0:
             record["probe"] = probe_scores(model, train_set, val_set, config, device)
@@ -315,6 +319,8 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
         result.history.append(record)
         if rank == 0:
             _say(config, rank, log_line(record, config))
+            if on_epoch is not None:
+                on_epoch(record)
             if out_dir is not None:
                 result.last_checkpoint = save_checkpoint(
                     out_dir / "last.pt", _payload(model, optimizer, scheduler, result, config,
