@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 import numpy as np
@@ -378,27 +379,27 @@ def finetune(train_manifest, encoder_spec, pooling, val_manifest, embed_manifest
         tuner = _import_tuner()
         encoder = _load_encoder(tuner, encoder_spec, pooling)
         if train_last is not None:
-            tuner.encoders.freeze_all_but_last(encoder, train_last)
-        rank = tuner.distributed.init_distributed()[0]
+            tuner.freeze_all_but_last(encoder, train_last)
+        rank = tuner.init_distributed()[0]
         audio = {"sample_rate": encoder.sample_rate, "max_seconds": max_seconds,
                  "cache": cache_audio, "seed": seed}
         train = _read_clips(tuner, train_manifest, audio, random_crop=True)
         val = (_read_clips(tuner, val_manifest, audio, like=train)
                if val_manifest is not None else None)
         extra = [(path, _read_clips(tuner, path, audio, like=train)) for path in embed_manifests]
-        config = tuner.train.TrainConfig(
+        config = tuner.TrainConfig(
             objective=objective, epochs=epochs, batch_size=batch_size, m=m, lr=lr,
             weight_decay=weight_decay, warmup_epochs=warmup_epochs, temperature=temperature,
             head_dim=head_dim or None, device=device, amp=amp, seed=seed,
             probe_every=probe_every, probe_metric=probe_metric, embed_from=embed_from,
             num_workers=num_workers, progress=not quiet, verbose=not quiet)
         try:
-            result = tuner.train.fit(encoder, train, val, config, out_dir=out_dir,
+            result = tuner.fit(encoder, train, val, config, out_dir=out_dir,
                                      resume=resume)
         except ValueError as error:
             raise InputError(str(error)) from None
         finally:
-            tuner.distributed.end_distributed()
+            tuner.end_distributed()
         if rank != 0:
             return
         evaluation = [(train_manifest, _read_clips(tuner, train_manifest, audio, like=train))]
@@ -436,7 +437,7 @@ def embed_command(manifests, encoder_spec, pooling, checkpoint, out_dir, max_sec
         encoder = _load_encoder(tuner, encoder_spec, pooling)
         if checkpoint is not None:
             try:
-                tuner.train.load_encoder(encoder, checkpoint)
+                tuner.load_encoder(encoder, checkpoint)
             except (ValueError, RuntimeError, KeyError) as error:
                 raise InputError(f"{checkpoint.name} does not fit encoder {encoder_spec}: "
                                  f"{str(error).splitlines()[0]}") from None
@@ -451,24 +452,28 @@ def embed_command(manifests, encoder_spec, pooling, checkpoint, out_dir, max_sec
         _fail_os(error)
 
 
-def _import_tuner():
-    """The tuner package and the submodules the audio commands use (torch is imported here,
-    never by probekit's core)."""
+def _import_tuner() -> SimpleNamespace:
+    """What the audio commands use from tuner (torch is imported here, never by probekit's
+    core)."""
     try:
-        import tuner.data
-        import tuner.distributed
-        import tuner.embed
-        import tuner.encoders
-        import tuner.train
+        from tuner.data import AudioDataset
+        from tuner.distributed import end_distributed, init_distributed
+        from tuner.embed import embed
+        from tuner.encoders import encoder_from_spec, freeze_all_but_last
+        from tuner.train import TrainConfig, fit, load_encoder
     except ImportError as error:
         raise InputError(f"this command needs torch: pip install 'probekit[tuner]' "
                          f"({error})") from None
-    return tuner
+    return SimpleNamespace(
+        AudioDataset=AudioDataset, end_distributed=end_distributed,
+        init_distributed=init_distributed, embed=embed, encoder_from_spec=encoder_from_spec,
+        freeze_all_but_last=freeze_all_but_last, TrainConfig=TrainConfig, fit=fit,
+        load_encoder=load_encoder)
 
 
 def _load_encoder(tuner, spec: str, pooling: str):
     try:
-        return tuner.encoders.encoder_from_spec(spec, pooling)
+        return tuner.encoder_from_spec(spec, pooling)
     except (ImportError, ValueError, FileNotFoundError) as error:
         raise InputError(str(error)) from None
 
@@ -479,7 +484,7 @@ def _read_clips(tuner, manifest: Path, audio: dict, *, random_crop=False, like=N
     if like is not None:
         options.update(classes=like.classes, multi_label=like.targets.ndim == 2)
     try:
-        return tuner.data.AudioDataset.from_manifest(manifest, **options)
+        return tuner.AudioDataset.from_manifest(manifest, **options)
     except (ValueError, FileNotFoundError) as error:
         message = str(error)
         raise InputError(message if manifest.name in message
@@ -496,7 +501,7 @@ def _write_embeddings(tuner, encoder, datasets, out_dir: Path, device, amp, head
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, dataset in datasets:
         try:
-            rows = tuner.embed.embed(encoder, dataset, head=head, device=device, amp=amp)
+            rows = tuner.embed(encoder, dataset, head=head, device=device, amp=amp)
         except ValueError as error:
             raise InputError(f"{path.name}: {error}") from None
         target = out_dir / f"{path.stem}.npy"

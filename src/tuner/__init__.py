@@ -9,4 +9,13 @@ GE2E encoder with Resemblyzer's weights, Hugging Face audio models), :mod:`tuner
 :mod:`tuner.train` (the training loop: ``fit``), :mod:`tuner.embed` (``embed`` -> numpy for
 probekit), :mod:`tuner.distributed` (devices, torchrun, the gradient-preserving gather) and
 :mod:`tuner.adapter` (a residual adapter on frozen embeddings, behind ``probekit tune``).
+
+``tuner.fit(encoder, train, val, TrainConfig(...))`` and ``tuner.embed(encoder, data)`` are the
+two calls most people need. (``tuner.embed`` is the function; import the module's helpers with
+``from tuner.embed import ...``.)
 """
+
+from tuner.embed import embed
+from tuner.train import TrainConfig, TrainResult, fit
+
+__all__ = ["TrainConfig", "TrainResult", "embed", "fit"]
