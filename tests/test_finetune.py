@@ -146,22 +146,35 @@ def test_finetune_probes_choose_the_checkpoint_that_embed_reloads(clips, tmp_pat
                                np.load(out / "val.npy"), atol=1e-6)
 
 
-def test_finetune_hugging_face_encoder_from_a_local_directory(clips, tmp_path):
-    transformers = pytest.importorskip("transformers")
+@pytest.fixture(scope="module")
+def tiny_wav2vec2(tmp_path_factory):
+    pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("wav2vec2")
+    _save_tiny_wav2vec2(folder)
+    return folder
+
+
+def _save_tiny_wav2vec2(folder):
+    """A tiny randomly initialised wav2vec2 and its feature extractor, saved like a download."""
+    import transformers
+
     torch.manual_seed(0)
     config = transformers.Wav2Vec2Config(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 8, 4),
         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="layer",
         do_stable_layer_norm=True)
-    transformers.Wav2Vec2Model(config).save_pretrained(tmp_path / "model")
-    transformers.Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(
-        tmp_path / "model")
+    transformers.Wav2Vec2Model(config).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(folder)
+
+
+def test_finetune_hugging_face_encoder_from_a_local_directory(clips, tiny_wav2vec2, tmp_path):
     result = CliRunner().invoke(cli, [
-        "finetune", str(clips["train"]), "--encoder", f"hf:{tmp_path / 'model'}",
+        "finetune", str(clips["train"]), "--encoder", f"hf:{tiny_wav2vec2}",
         "--objective", "ce", "--epochs", "1", "--batch-size", "8", "--train-last", "1",
         "--out", str(tmp_path / "tuned"), "-q"])
     assert result.exit_code == 0, (result.output, result.exception)
+    assert result.stderr == ""  # no loading bars from transformers
     assert np.load(tmp_path / "tuned" / "train.npy").shape == (24, 32)
     assert (tmp_path / "tuned" / "last.pt").exists()
 
@@ -170,7 +183,13 @@ def test_finetune_and_embed_bad_input_is_one_line(clips, tmp_path):
     runner = CliRunner()
     bad_manifest = tmp_path / "bad.csv"
     bad_manifest.write_text("file,label\na.wav,x\n")
+    (tmp_path / "sub").mkdir()
+    clash = tmp_path / "sub" / "train.csv"
+    clash.write_text(clips["val"].read_text().replace("val_", str(clips["val"].parent) + "/val_"))
     cases = [
+        ["finetune", str(clips["train"]), "--embed", str(clash), "--epochs", "50", "--out",
+         str(tmp_path / "g")],
+        ["finetune", str(clips["train"]), "--train-last", "1", "--out", str(tmp_path / "h")],
         ["finetune", str(clips["train"]), "--encoder", "wav2vec", "--out", str(tmp_path / "a")],
         ["finetune", str(bad_manifest), "--encoder", "ge2e", "--out", str(tmp_path / "b")],
         ["finetune", str(clips["train"]), "--probe-metric", "f1", "--out", str(tmp_path / "c")],
@@ -183,6 +202,14 @@ def test_finetune_and_embed_bad_input_is_one_line(clips, tmp_path):
         torch.save({"weight": torch.zeros(2)}, plain)
         cases.append(["embed", str(clips["val"]), "--checkpoint", str(plain), "--out",
                       str(tmp_path / "f")])
+    if importlib.util.find_spec("transformers") is not None:
+        short = tmp_path / "short.wav"
+        soundfile.write(short, np.zeros(50, dtype=np.float32), 16000)
+        (tmp_path / "short.csv").write_text("path,label\nshort.wav,x\n")
+        model = tmp_path / "w2v"
+        _save_tiny_wav2vec2(model)
+        cases.append(["embed", str(tmp_path / "short.csv"), "--encoder", f"hf:{model}",
+                      "--out", str(tmp_path / "i")])
     for args in cases:
         result = runner.invoke(cli, args)
         assert result.exit_code == 2, (args, result.output, result.exception)

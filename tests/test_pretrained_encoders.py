@@ -240,3 +240,20 @@ def test_importing_tuner_encoders_does_not_import_optional_audio_packages():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_hf_encoder_turns_layerdrop_off_for_ddp():
+    """LayerDrop would skip different layers on different ranks (DDP then waits for gradients
+    that never come); the wrapper keeps every layer."""
+    model, extractor = tiny_model_and_extractor("wav2vec2")
+    model.config.layerdrop = 0.1
+    encoder = HFAudioEncoder(model, extractor)
+    assert encoder.model.config.layerdrop == 0.0
+
+
+def test_hf_encoder_rejects_clips_shorter_than_its_receptive_field():
+    model, extractor = tiny_model_and_extractor("wav2vec2")
+    encoder = HFAudioEncoder(model, extractor)
+    with pytest.raises(ValueError, match="too short .* at least 105 samples"):
+        encoder.preprocess([np.zeros(5, np.float32), np.zeros(800, np.float32)])
+    assert encoder(**encoder.preprocess([np.zeros(105, np.float32)])).shape == (1, 32)

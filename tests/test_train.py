@@ -112,7 +112,7 @@ def test_fit_is_seeded_and_resume_continues_the_same_run(tmp_path):
     assert log["config"]["objective"] == "supcon" and log["classes"] == list(range(8))
 
 
-def _fit_epochs(encoder, X, y, config, out_dir, stop_after):
+def _fit_epochs(encoder, X, y, config, out_dir, stop_after, val=None):
     """Run ``fit`` and interrupt it after ``stop_after`` epochs, as a crash would."""
 
     class Stop(Exception):
@@ -131,7 +131,7 @@ def _fit_epochs(encoder, X, y, config, out_dir, stop_after):
     train.write_log = write_then_maybe_stop
     try:
         with pytest.raises(Stop):
-            fit(encoder, (X, y), config=config, out_dir=out_dir)
+            fit(encoder, (X, y), val, config=config, out_dir=out_dir)
     finally:
         train.write_log = original
 
@@ -307,3 +307,122 @@ def test_fit_on_cuda_with_bf16_autocast():
     result = fit(small_encoder(), (X[:384], y[:384]), (X[384:], y[384:]), config)
     assert next(result.encoder.parameters()).device.type == "cuda"
     assert np.isfinite(result.history[-1]["loss"]) and result.best_score is not None
+
+
+def test_validation_labels_keep_the_training_class_ids():
+    """A validation set without some training classes must not be renumbered on its own."""
+    X, y = buried_classes(400, n_classes=4, noise=0.1)
+    keep = y[300:] != 0
+    config = TrainConfig(epochs=1, batch_size=16, m=4, probe_every=1, probe_metric="knn_weighted@5",
+                         probe_linear=False, **QUIET)
+    result = fit(small_encoder(), (X[:300], y[:300]), (X[300:][keep], y[300:][keep]), config)
+    direct = weighted_knn(embed(result.encoder, X[:300]), y[:300],
+                          embed(result.encoder, X[300:][keep]), y[300:][keep], k=5)
+    assert result.history[0]["probe"]["knn_weighted@5"] == pytest.approx(direct)
+    assert direct > 0.9
+    with pytest.raises(ValueError, match="not among the training classes"):
+        fit(small_encoder(), (X[:300], y[:300]), (X[300:], y[300:] + 10), config)
+
+
+class NumpyNoise(nn.Module):
+    """Adds noise from numpy's global generator in training mode, as wav2vec2's SpecAugment
+    draws its masks."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(64, 16)
+
+    def forward(self, x):
+        if self.training:
+            x = x + torch.from_numpy(np.random.normal(size=x.shape).astype(np.float32))  # noqa: NPY002
+        return self.layer(x)
+
+
+def test_numpy_randomness_inside_the_model_is_seeded_and_resumed(tmp_path):
+    X, y = buried_classes(256)
+    config = TrainConfig(epochs=3, batch_size=32, m=4, probe_every=0, **QUIET)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        runs.append(fit(NumpyNoise(), (X, y), config=config, out_dir=tmp_path / "a"))
+    assert runs[0].history[-1]["loss"] == runs[1].history[-1]["loss"]
+    torch.manual_seed(0)
+    _fit_epochs(NumpyNoise(), X, y, config, tmp_path / "b", stop_after=1)
+    np.random.seed(12345)  # noqa: NPY002 (the resumed run must restore its own state)
+    resumed = fit(NumpyNoise(), (X, y), config=config, out_dir=tmp_path / "b", resume=True)
+    torch.testing.assert_close(resumed.encoder.state_dict()["layer.weight"],
+                               runs[0].encoder.state_dict()["layer.weight"], rtol=0, atol=0)
+
+
+def test_probe_size_is_checked_before_training_and_best_is_found_when_resuming(tmp_path):
+    X, y = buried_classes(200)
+    with pytest.raises(ValueError, match="needs at least 50 training rows"):
+        fit(small_encoder(), (X[:40], y[:40]), (X[40:], y[40:]),
+            TrainConfig(epochs=1, batch_size=32, m=4, probe_metric="knn_weighted@50", **QUIET))
+    config = TrainConfig(epochs=3, batch_size=32, m=4, lr=3e-2, **QUIET)
+    train, val = (X[:150], y[:150]), (X[150:], y[150:])
+    _fit_epochs(small_encoder(), *train, config, tmp_path, stop_after=2, val=val)
+    payload = load_checkpoint(tmp_path / "last.pt")
+    assert payload["best_epoch"] in (1, 2)
+    straight = fit(small_encoder(), train, val, config)
+    resumed = fit(small_encoder(), train, val, config, resume=tmp_path / "last.pt")
+    # no out_dir: best.pt is found beside last.pt, or the new best is kept in memory
+    assert resumed.best_epoch == straight.best_epoch
+    assert resumed.best_checkpoint == (tmp_path / "best.pt" if resumed.best_epoch <= 2 else None)
+    np.testing.assert_array_equal(embed(resumed.encoder, X[150:]), embed(straight.encoder, X[150:]))
+
+
+def _failing_worker(rank, world, port, X, y, config, results):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+
+    def fail_on_rank_zero(record):
+        raise OSError("disk full")
+
+    try:
+        fit(small_encoder(), (X, y), config=config, on_epoch=fail_on_rank_zero)
+    except BaseException as error:  # noqa: BLE001 (recorded for the parent to check)
+        results[rank] = f"{type(error).__name__}: {error}"
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_failure_on_rank_zero_reaches_every_rank_instead_of_hanging():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    X, y = buried_classes(128)
+    config = TrainConfig(epochs=2, batch_size=32, m=4, probe_every=0, **QUIET)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = mp.Manager().dict()
+    context = mp.spawn(_failing_worker, args=(2, port, X, y, config, results), nprocs=2,
+                       join=False)
+    for _ in range(120):
+        if context.join(timeout=1):
+            break
+    else:
+        for process in context.processes:
+            process.kill()
+        pytest.fail("a rank hung after rank 0 failed")
+    assert results[0] == "OSError: disk full"
+    assert results[1].startswith("RuntimeError: rank 0 failed")
+
+
+def test_frozen_blocks_keep_their_batchnorm_statistics_and_trainable_ones_learn():
+    X, y = buried_classes(256)
+    torch.manual_seed(0)
+    frozen = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32))
+    frozen.requires_grad_(False)
+    encoder = nn.Sequential(frozen, nn.Linear(32, 16), nn.BatchNorm1d(16))
+    before = frozen[1].running_mean.clone(), encoder[2].running_mean.clone()
+    fit(encoder, (X, y), config=TrainConfig(epochs=1, batch_size=32, m=4, probe_every=0,
+                                            **QUIET))
+    torch.testing.assert_close(frozen[1].running_mean, before[0], rtol=0, atol=0)
+    assert not torch.equal(encoder[2].running_mean, before[1])

@@ -379,7 +379,11 @@ def finetune(train_manifest, encoder_spec, pooling, val_manifest, embed_manifest
         tuner = _import_tuner()
         encoder = _load_encoder(tuner, encoder_spec, pooling)
         if train_last is not None:
-            tuner.freeze_all_but_last(encoder, train_last)
+            try:
+                tuner.freeze_all_but_last(encoder, train_last)
+            except ValueError as error:
+                raise InputError(f"--train-last: {error}") from None
+        _check_stems([train_manifest, val_manifest, *embed_manifests])
         rank = tuner.init_distributed()[0]
         audio = {"sample_rate": encoder.sample_rate, "max_seconds": max_seconds,
                  "cache": cache_audio, "seed": seed}
@@ -397,7 +401,7 @@ def finetune(train_manifest, encoder_spec, pooling, val_manifest, embed_manifest
             result = tuner.fit(encoder, train, val, config, out_dir=out_dir,
                                      resume=resume)
         except ValueError as error:
-            raise InputError(str(error)) from None
+            raise InputError(_error_text(error)) from None
         finally:
             tuner.end_distributed()
         if rank != 0:
@@ -439,8 +443,9 @@ def embed_command(manifests, encoder_spec, pooling, checkpoint, out_dir, max_sec
             try:
                 tuner.load_encoder(encoder, checkpoint)
             except (ValueError, RuntimeError, KeyError) as error:
+                detail = " ".join(str(error).split())[:300]
                 raise InputError(f"{checkpoint.name} does not fit encoder {encoder_spec}: "
-                                 f"{str(error).splitlines()[0]}") from None
+                                 f"{detail}") from None
         audio = {"sample_rate": encoder.sample_rate, "max_seconds": max_seconds}
         first = _read_clips(tuner, manifests[0], audio)
         datasets = [(manifests[0], first)] + [
@@ -494,16 +499,13 @@ def _read_clips(tuner, manifest: Path, audio: dict, *, random_crop=False, like=N
 def _write_embeddings(tuner, encoder, datasets, out_dir: Path, device, amp, head, quiet) -> None:
     """``NAME.npy`` and ``NAME.labels.txt`` (``NAME.labels.npy`` multi-hot for multi-label
     data) in ``out_dir`` for every (manifest, dataset)."""
-    stems = [path.stem for path, _ in datasets]
-    if len(set(stems)) != len(stems):
-        raise InputError(f"two manifests share a name ({', '.join(stems)}): their embeddings "
-                         "would overwrite each other")
+    _check_stems([path for path, _ in datasets])
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, dataset in datasets:
         try:
             rows = tuner.embed(encoder, dataset, head=head, device=device, amp=amp)
         except ValueError as error:
-            raise InputError(f"{path.name}: {error}") from None
+            raise InputError(f"{path.name}: {_error_text(error)}") from None
         target = out_dir / f"{path.stem}.npy"
         _save_npy(target, rows)
         if dataset.targets.ndim == 2:
@@ -514,6 +516,23 @@ def _write_embeddings(tuner, encoder, datasets, out_dir: Path, device, amp, head
         if not quiet:
             click.echo(f"{rows.shape[0]} x {rows.shape[1]} embeddings of {path.name} written "
                        f"to {target}", err=True)
+
+
+def _check_stems(manifests) -> None:
+    """Embeddings are written as NAME.npy: two manifests with one name would collide."""
+    stems = [path.stem for path in manifests if path is not None]
+    if len(set(stems)) != len(stems):
+        raise InputError(f"two manifests share a name ({', '.join(stems)}): their embeddings "
+                         "would overwrite each other")
+
+
+def _error_text(error: Exception) -> str:
+    """The message of an error, without the worker traceback that DataLoader workers wrap
+    around it (``Caught ValueError in DataLoader worker process 0. Original Traceback ...``)."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].partition(": ")[2] or text.splitlines()[-1]
+    return text
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

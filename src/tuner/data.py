@@ -28,6 +28,9 @@ def encode_targets(label_lists: Sequence[Sequence[str]], classes: Sequence[str] 
     """
     if multi_label is None:
         multi_label = any(len(labels) != 1 for labels in label_lists)
+    elif not multi_label and any(len(labels) != 1 for labels in label_lists):
+        raise ValueError("the training labels are single-label, but some rows here carry "
+                         "several labels (or none)")
     if classes is None:
         classes = sorted({label for labels in label_lists for label in labels})
     classes = list(classes)
@@ -47,11 +50,13 @@ def encode_targets(label_lists: Sequence[Sequence[str]], classes: Sequence[str] 
 class ArrayDataset(Dataset):
     """Rows of ``inputs`` (a tensor or array, first axis = examples) with their targets.
 
-    ``targets``: ``(N,)`` class ids (any labels; they are encoded to ids in sorted order) or
-    ``(N, C)`` multi-hot. Items are ``(inputs[i], target[i])`` tensors.
+    ``targets``: ``(N,)`` labels (any kind; encoded to class ids in the order of ``classes``,
+    by default the sorted distinct labels) or ``(N, C)`` multi-hot. Pass the training set's
+    ``classes`` for a validation set, so that the same label gets the same id (a label outside
+    them is an error). Items are ``(inputs[i], target[i])`` tensors.
     """
 
-    def __init__(self, inputs, targets):
+    def __init__(self, inputs, targets, classes=None):
         self.inputs = torch.as_tensor(np.asarray(inputs) if not torch.is_tensor(inputs)
                                       else inputs)
         if self.inputs.is_floating_point() and self.inputs.dtype == torch.float64:
@@ -60,10 +65,24 @@ class ArrayDataset(Dataset):
         if len(targets) != len(self.inputs):
             raise ValueError(f"{len(self.inputs)} inputs but {len(targets)} targets")
         if targets.ndim == 2:
-            self.targets, self.classes = targets.astype(np.float32), list(range(targets.shape[1]))
-        else:
+            if classes is not None and len(classes) != targets.shape[1]:
+                raise ValueError(f"multi-hot targets have {targets.shape[1]} columns, the "
+                                 f"training set {len(classes)} classes")
+            self.targets = targets.astype(np.float32)
+            self.classes = list(classes) if classes is not None else list(range(targets.shape[1]))
+        elif classes is None:
             names, codes = np.unique(targets, return_inverse=True)
             self.targets, self.classes = codes.astype(np.int64), names.tolist()
+        else:
+            self.classes = list(classes)
+            position = {name: index for index, name in enumerate(self.classes)}
+            unknown = sorted({str(label) for label in targets.tolist()
+                              if label not in position})
+            if unknown:
+                raise ValueError(f"labels not among the training classes: "
+                                 f"{', '.join(unknown[:5])}" + (" ..." if len(unknown) > 5 else ""))
+            self.targets = np.array([position[label] for label in targets.tolist()],
+                                    dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -163,11 +182,12 @@ def collate_for(dataset, encoder) -> Callable | None:
     return collate(encoder) if collate is not None else None
 
 
-def dataset_of(data, targets=None):
+def dataset_of(data, targets=None, classes=None):
     """A Dataset from a Dataset as given, or from ``(inputs, targets)`` arrays/tensors (targets
-    may be None when only embedding: every target is then 0)."""
+    may be None when only embedding: every target is then 0; ``classes`` as in
+    :class:`ArrayDataset`)."""
     if isinstance(data, Dataset):
         return data
     if targets is None:
         targets = np.zeros(len(data), dtype=np.int64)
-    return ArrayDataset(data, targets)
+    return ArrayDataset(data, targets, classes)

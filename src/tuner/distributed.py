@@ -105,6 +105,11 @@ def mean_over_ranks(value: float, device: torch.device) -> float:
     return float(tensor.item()) / dist.get_world_size()
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
+def any_rank_failed(failed: bool, device: torch.device) -> bool:
+    """Whether any rank reports a failure (an all-reduce, so it also synchronises the ranks);
+    a single process returns ``failed``."""
+    if not is_distributed():
+        return failed
+    flag = torch.tensor([1.0 if failed else 0.0], device=device)
+    dist.all_reduce(flag)
+    return bool(flag.item() > 0)

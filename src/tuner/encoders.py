@@ -246,6 +246,10 @@ class HFAudioEncoder(nn.Module):
         self.sample_rate = int(feature_extractor.sampling_rate)
         self.dim = int(getattr(config, "hidden_size", None) or config.d_model)
         self.model_uses_mask = bool(getattr(feature_extractor, "return_attention_mask", False))
+        if getattr(config, "layerdrop", 0.0):
+            # LayerDrop skips different layers on different DDP ranks, whose gradients then
+            # never arrive: fine-tuning here keeps every layer
+            config.layerdrop = 0.0
         self.train(model.training)
 
     @classmethod
@@ -253,6 +257,7 @@ class HFAudioEncoder(nn.Module):
         """Model and feature extractor from a local directory (``save_pretrained`` output);
         nothing is downloaded."""
         transformers = _import_transformers()
+        transformers.utils.logging.disable_progress_bar()  # stderr is for probekit's lines
         local_dir = Path(local_dir)
         if not local_dir.is_dir():
             raise FileNotFoundError(f"no model directory at {local_dir}")
@@ -283,8 +288,24 @@ class HFAudioEncoder(nn.Module):
             options.update(padding="max_length", return_attention_mask=True)
         elif self.model_type != "audio-spectrogram-transformer":
             options.update(padding=True, return_attention_mask=True)
-        inputs = self.feature_extractor(_check_waveforms(waveforms), **options)
+        waveforms = _check_waveforms(waveforms)
+        self._check_lengths(waveforms)
+        inputs = self.feature_extractor(waveforms, **options)
         return dict(inputs.items())
+
+    def _check_lengths(self, waveforms: list[np.ndarray]) -> None:
+        """wav2vec2 / HuBERT need at least one output frame from their convolutions."""
+        if self.is_whisper or not hasattr(self.model, "_get_feat_extract_output_lengths"):
+            return
+        shortest = min(len(waveform) for waveform in waveforms)
+        frames = int(self.model._get_feat_extract_output_lengths(torch.tensor(shortest)))
+        if frames < 1:
+            minimum = next(
+                n for n in range(shortest, 1_000_000)
+                if int(self.model._get_feat_extract_output_lengths(torch.tensor(n))) >= 1)
+            raise ValueError(f"a clip of {shortest} samples is too short for this "
+                             f"{self.model_type} model: it needs at least {minimum} samples "
+                             f"({minimum / self.sample_rate:.3f} s)")
 
     def forward(self, attention_mask: torch.Tensor | None = None, **inputs) -> torch.Tensor:
         if attention_mask is not None and self.model_uses_mask and not self.is_whisper:

@@ -31,6 +31,7 @@ import dataclasses
 import json
 import math
 import os
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from torch.utils.data import DataLoader, Subset
 
 from tuner.data import collate_for, dataset_of
 from tuner.distributed import (
-    barrier,
+    any_rank_failed,
     gather,
     gather_with_grad,
     init_distributed,
@@ -239,7 +240,8 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} does not split over {world} processes")
     train_set = _as_dataset(train_data, "training")
-    val_set = _as_dataset(val_data, "validation") if val_data is not None else None
+    val_set = (_as_dataset(val_data, "validation", getattr(train_set, "classes", None))
+               if val_data is not None else None)
     targets = np.asarray(train_set.targets)
     multi_label = targets.ndim == 2
     n_classes = targets.shape[1] if multi_label else int(targets.max()) + 1
@@ -250,7 +252,11 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
     if head is None:
         head = make_head(config, _output_dim(encoder, train_set, collate), n_classes)
     model = EncoderWithHead(encoder, head).to(device)
-    torch.manual_seed(config.seed + rank)  # dropout differs across ranks, not across runs
+    # dropout (and numpy/random users such as wav2vec2's SpecAugment) differ across ranks, not
+    # across runs
+    torch.manual_seed(config.seed + rank)
+    np.random.seed((config.seed + rank) % 2**32)  # noqa: NPY002 (the global one others use)
+    random.seed(config.seed + rank)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if not trainable:
         raise ValueError("the encoder and head have no trainable parameters")
@@ -271,14 +277,19 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
     if probing and multi_label:
         probing = False
         _say(config, rank, "probes skipped: probekit's probes are single-label")
+    if probing:
+        _check_probe_size(config, train_set)
+    if out_dir is not None and rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable folder fails now, not later
     start = 0
     if resume:
         if resume is True and out_dir is None:
             raise ValueError("resume=True reads out_dir/last.pt: give out_dir (or a path)")
         path = out_dir / "last.pt" if resume is True else Path(resume)
         start = _restore(load_checkpoint(path), model, optimizer, scheduler, result, device)
-        if out_dir is not None and (out_dir / "best.pt").exists():
-            result.best_checkpoint = out_dir / "best.pt"
+        best_file = (out_dir or path.parent) / "best.pt"
+        if result.best_epoch is not None and best_file.is_file():
+            result.best_checkpoint = best_file
         _say(config, rank, f"resumed from {path} after epoch {start}")
     best_state = None
     for epoch in range(start, config.epochs):
@@ -286,7 +297,7 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
         sampler.set_epoch(epoch)
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
-        model.train()
+        train_mode(model)
         losses = []
         for inputs, batch_targets in _progress(loader, config, rank, epoch):
             inputs, batch_targets = to_device(inputs, device), batch_targets.to(device)
@@ -300,33 +311,45 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
             optimizer.step()
             last_lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            losses.append(loss.item())
+            losses.append(loss.detach())  # no host synchronisation inside the epoch
         record = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
-                  "loss": mean_over_ranks(float(np.mean(losses)), device),
+                  "loss": mean_over_ranks(torch.stack(losses).double().mean().item(), device),
                   "lr": last_lr}
         due = probing and ((epoch + 1) % config.probe_every == 0 or epoch + 1 == config.epochs)
-        if due and rank == 0:
-            record["probe"] = probe_scores(model, train_set, val_set, config, device)
-            score = record["probe"][config.probe_metric]
-            if result.best_score is None or score > result.best_score:
-                result.best_score, result.best_epoch = score, epoch + 1
-                best_state = _weights(model) if out_dir is None else None
-                if out_dir is not None:
-                    result.best_checkpoint = save_checkpoint(
-                        out_dir / "best.pt", _payload(model, None, None, result, config,
-                                                      train_set, epoch + 1))
-        record["seconds"] = round(time.perf_counter() - began, 3)
-        result.history.append(record)
+        failure = None
         if rank == 0:
-            _say(config, rank, log_line(record, config))
-            if on_epoch is not None:
-                on_epoch(record)
-            if out_dir is not None:
-                result.last_checkpoint = save_checkpoint(
-                    out_dir / "last.pt", _payload(model, optimizer, scheduler, result, config,
-                                                  train_set, epoch + 1))
-                write_log(out_dir / "log.json", result, config, train_set)
-        barrier()
+            try:
+                if due:
+                    record["probe"] = probe_scores(model, train_set, val_set, config, device)
+                    score = record["probe"][config.probe_metric]
+                    if result.best_score is None or score > result.best_score:
+                        result.best_score, result.best_epoch = score, epoch + 1
+                        best_state = _weights(model) if out_dir is None else None
+                        result.best_checkpoint = None
+                        if out_dir is not None:
+                            result.best_checkpoint = save_checkpoint(
+                                out_dir / "best.pt", _payload(model, None, None, result,
+                                                              config, train_set, epoch + 1))
+                record["seconds"] = round(time.perf_counter() - began, 3)
+                result.history.append(record)
+                _say(config, rank, log_line(record, config))
+                if on_epoch is not None:
+                    on_epoch(record)
+                if out_dir is not None:
+                    result.last_checkpoint = save_checkpoint(
+                        out_dir / "last.pt", _payload(model, optimizer, scheduler, result,
+                                                      config, train_set, epoch + 1))
+                    write_log(out_dir / "log.json", result, config, train_set)
+            except BaseException as error:  # every rank must learn of it, or the others hang
+                failure = error
+        else:
+            record["seconds"] = round(time.perf_counter() - began, 3)
+            result.history.append(record)
+        if any_rank_failed(failure is not None, device):
+            if failure is not None:
+                raise failure
+            raise RuntimeError("rank 0 failed while probing or writing checkpoints; its error "
+                               "is above")
     if config.restore_best and rank == 0 and result.best_epoch is not None:
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -334,6 +357,17 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
             model.load_state_dict(_model_state(load_checkpoint(result.best_checkpoint)))
     model.eval()
     return result
+
+
+def train_mode(model: nn.Module) -> None:
+    """``model.train()``, except that submodules whose parameters are all frozen run as in
+    inference (BatchNorm statistics stay put, no dropout inside them): a frozen block is a
+    fixed function, as after ``freeze_all_but_last``."""
+    model.train()
+    for module in model.modules():
+        parameters = list(module.parameters())
+        if parameters and not any(parameter.requires_grad for parameter in parameters):
+            module.eval()
 
 
 def probe_scores(model: EncoderWithHead, train_set, val_set, config: TrainConfig,
@@ -356,7 +390,7 @@ def probe_scores(model: EncoderWithHead, train_set, val_set, config: TrainConfig
     y_val = np.asarray(val_set.targets)
     _, metric_k = parse_probe_metric(config.probe_metric)
     ks = sorted({1, 5, 10, 20} | ({metric_k} if metric_k else set()))
-    ks = [k for k in ks if k <= len(rows) - 1] or [1]
+    ks = [k for k in ks if k <= len(rows)]
     knn = probekit.knn_probe(train_rows, y_train, val_rows, y_val, k=ks, n_bootstrap=10,
                              seed=config.seed)
     scores = {f"knn_{vote}@{k}": float(getattr(knn, vote)[k].accuracy)
@@ -369,6 +403,16 @@ def probe_scores(model: EncoderWithHead, train_set, val_set, config: TrainConfig
         raise ValueError(f"probe metric {config.probe_metric} could not be computed: the probe "
                          f"training set has {len(rows)} rows")
     return scores
+
+
+def _check_probe_size(config: TrainConfig, train_set) -> None:
+    """Before any training: the probe metric's k must fit the probes' training rows."""
+    _, metric_k = parse_probe_metric(config.probe_metric)
+    available = min(len(train_set), config.probe_max_train)
+    if metric_k is not None and metric_k > available:
+        raise ValueError(f"probe_metric {config.probe_metric} needs at least {metric_k} "
+                         f"training rows for the probe; there are {available}: choose a "
+                         "smaller k")
 
 
 def log_line(record: dict, config: TrainConfig) -> str:
@@ -432,8 +476,15 @@ def write_log(path: Path, result: TrainResult, config: TrainConfig, train_set) -
     write_atomically(path, json.dumps(document, indent=2) + "\n")
 
 
-def _as_dataset(data, what: str):
-    dataset = dataset_of(*data) if isinstance(data, (tuple, list)) else dataset_of(data)
+def _as_dataset(data, what: str, classes=None):
+    """A Dataset with ``targets``; (inputs, labels) pairs become an ArrayDataset whose labels are
+    encoded with ``classes`` (the training set's, for a validation set)."""
+    if isinstance(data, (tuple, list)):
+        if len(data) != 2:
+            raise ValueError(f"the {what} data must be a Dataset or an (inputs, labels) pair")
+        dataset = dataset_of(data[0], data[1], classes)
+    else:
+        dataset = dataset_of(data)
     if not hasattr(dataset, "targets"):
         raise ValueError(f"the {what} dataset needs a 'targets' attribute (class ids or "
                          "multi-hot rows); use tuner.data.ArrayDataset or AudioDataset")
@@ -495,7 +546,7 @@ def _payload(model: EncoderWithHead, optimizer, scheduler, result: TrainResult,
                "best_epoch": result.best_epoch, "best_score": result.best_score}
     if optimizer is not None:
         payload.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                       history=result.history, torch_rng=torch.get_rng_state())
+                       history=result.history, rng=_rng_states())
     return payload
 
 
@@ -507,7 +558,32 @@ def _restore(payload: dict, model, optimizer, scheduler, result: TrainResult,
     model.to(device)
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
-    torch.set_rng_state(payload["torch_rng"])
+    _set_rng_states(payload["rng"])
     result.history = list(payload["history"])
     result.best_epoch, result.best_score = payload["best_epoch"], payload["best_score"]
     return int(payload["epoch"])
+
+
+def _rng_states() -> dict:
+    """torch (CPU and CUDA), numpy's global and Python's generator states, in types that
+    ``torch.load(weights_only=True)`` reads back."""
+    _, keys, position, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    states = {"torch": torch.get_rng_state(),
+              "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)),
+                        "position": int(position), "has_gauss": int(has_gauss),
+                        "gauss": float(gauss)},
+              "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    numpy = states["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state(  # noqa: NPY002
+        ("MT19937", keys, numpy["position"], numpy["has_gauss"], numpy["gauss"]))
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
