@@ -136,11 +136,14 @@ def cli():
               show_default=True, help="File format of the figures.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Write one self-contained HTML report here.")
+@click.option("--save-predictions", is_flag=True,
+              help="Keep per-sample correctness in the --out sidecar (.npz) for paired tests "
+              "in probekit compare.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temperature, loo,
              test_size, folds, seed, c_grid, val_size, max_iter, tol, backend, n_bootstrap,
              geometry, geometry_sample, extra, key, label_key, label_column, out, plots_dir,
-             plot_format, html_path, quiet):
+             plot_format, html_path, save_predictions, quiet):
     """Run the dual probe on EMBEDDINGS (N x D: .npy .npz .csv .tsv .parquet) and LABELS
     (N labels: .npy .npz .txt .csv .tsv .parquet) and print the summary."""
     from probekit.data import load_embeddings, load_labels
@@ -150,6 +153,8 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
     try:
         if (test_embeddings is None) != (test_labels is None):
             raise InputError("give --test-embeddings and --test-labels together")
+        if save_predictions and out is None:
+            raise InputError("--save-predictions keeps them beside the --out report: give --out")
         X = load_embeddings(embeddings, key=key)
         y = load_labels(labels, key=label_key, column=label_column)
         _check_header_row(X, y, labels)
@@ -163,7 +168,8 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
             folds=folds, seed=seed, backend=backend, n_bootstrap=n_bootstrap,
             max_iter=max_iter, tol=tol, geometry=geometry, geometry_sample=geometry_sample,
             extra=[name.strip() for name in extra.split(",") if name.strip()],
-            projection=plots_dir is not None or html_path is not None, progress=progress,
+            projection=plots_dir is not None or html_path is not None,
+            save_predictions=save_predictions, progress=progress,
         )
         progress.close()
         files = {"embeddings": embeddings, "labels": labels, "test_embeddings": test_embeddings,
@@ -316,6 +322,92 @@ def tune(embeddings, labels, apply_paths, out_dir, objective, epochs, batch_size
         _fail(str(error))
     except OSError as error:
         _fail_os(error)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--test-embeddings-a", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Test embeddings of space A (with --test-labels).")
+@click.option("--test-embeddings-b", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Test embeddings of space B, same rows as A's.")
+@click.option("--test-labels", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--k", "k", default=",".join(map(str, DEFAULT_K)), show_default=True,
+              callback=_number_list(int), help="Comma-separated k values of the kNN probe.")
+@click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True)
+@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.2, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=1), default=1000,
+              show_default=True)
+@click.option("--geometry/--no-geometry", default=True, show_default=True)
+@click.option("--key", default=None, help="Array name inside .npz embedding files.")
+@click.option("--label-column", default=None, help="Label column of .csv/.tsv/.parquet labels.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the comparison table as CSV.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def compare(inputs, test_embeddings_a, test_embeddings_b, test_labels, k, metric, test_size,
+            seed, n_bootstrap, geometry, key, label_column, out, quiet):
+    """Compare two embedding spaces: A.json B.json (two saved reports; paired tests when both
+    were run with --save-predictions on the same test set), or EMB_A EMB_B LABELS (run the dual
+    probe on both with one split and seed, with paired tests and linear CKA)."""
+    from probekit.compare import compare_reports, comparison_markdown
+    from probekit.report import Report
+
+    progress = _Progress(not quiet)
+    try:
+        cka_value = None
+        if len(inputs) == 2:
+            if test_embeddings_a or test_embeddings_b or test_labels:
+                raise InputError("--test-* options go with EMB_A EMB_B LABELS, not with reports")
+            reports = [Report.load(path) for path in inputs]
+            names = [path.name for path in inputs]
+        elif len(inputs) == 3:
+            reports, cka_value = _run_both(inputs, test_embeddings_a, test_embeddings_b,
+                                           test_labels, k=k, metric=metric, test_size=test_size,
+                                           seed=seed, n_bootstrap=n_bootstrap, geometry=geometry,
+                                           key=key, label_column=label_column,
+                                           progress=progress)
+            names = [inputs[0].name, inputs[1].name]
+        else:
+            raise InputError("compare takes A.json B.json, or EMB_A EMB_B LABELS")
+        frame = compare_reports(*reports, n_bootstrap=n_bootstrap, seed=seed)
+        progress.close()
+        if out is not None:
+            write_atomically(out, frame.to_csv(index=False))
+    except InputError as error:
+        progress.close()
+        _fail(str(error))
+    except OSError as error:
+        progress.close()
+        _fail_os(error)
+    click.echo(comparison_markdown(frame, *names, cka=cka_value), nl=False)
+
+
+def _run_both(inputs, test_a, test_b, test_labels, *, key, label_column, progress, **options):
+    """Both dual probes with one protocol (and per-sample predictions), and the CKA of the two
+    spaces on their shared rows."""
+    from probekit.cka import cka
+    from probekit.data import check_lengths, load_embeddings, load_labels, to_float32
+    from probekit.dual import dual_probe
+
+    if (test_a is None) != (test_labels is None) or (test_b is None) != (test_labels is None):
+        raise InputError("give --test-embeddings-a, --test-embeddings-b and --test-labels "
+                         "together")
+    path_a, path_b, labels = inputs
+    X_a, X_b = load_embeddings(path_a, key=key), load_embeddings(path_b, key=key)
+    y = load_labels(labels, column=label_column)
+    check_lengths(X_a, y)
+    check_lengths(X_b, y)
+    tests = [None, None]
+    y_test = None
+    if test_labels is not None:
+        y_test = load_labels(test_labels, column=label_column)
+        tests = [load_embeddings(test_a, key=key), load_embeddings(test_b, key=key)]
+    reports = [dual_probe(X, y, X_test=X_test, y_test=y_test, save_predictions=True,
+                          progress=progress, **options)
+               for X, X_test in zip((X_a, X_b), tests, strict=True)]
+    return reports, cka(to_float32(X_a), to_float32(X_b))
 
 
 _ENCODER_HELP = ("Pre-trained audio encoder: ge2e (Resemblyzer's GE2E weights), "

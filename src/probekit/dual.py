@@ -17,6 +17,7 @@ import numpy as np
 
 from probekit import __version__
 from probekit.clusters import class_means, nearest_means
+from probekit.compare import pairing_hash
 from probekit.data import check_dataset, check_same_dimensions, encode_labels, to_float32
 from probekit.errors import InputError
 from probekit.geometry import Geometry, Graph, check_extras, check_sample_size
@@ -82,6 +83,7 @@ def dual_probe(
     geometry_sample: int = 5000,
     extra: Iterable[str] = (),
     projection: bool = False,
+    save_predictions: bool = False,
     progress: Progress | None = None,
 ) -> Report:
     """Linear and kNN probes of an embedding space, on the same split, in one report.
@@ -110,6 +112,9 @@ def dual_probe(
     geometry_sample : query sample of the pairwise diagnostics; extra : opt-in diagnostics.
     projection : also make the 2-D map of the figures (UMAP with the ``umap`` extra, else
         PCA; see :func:`probekit.plots.project_2d`): slow the first time UMAP compiles.
+    save_predictions : keep every test sample's correctness for each probe and setting in
+        ``Report.arrays`` (saved in the ``.npz`` sidecar), so that two runs on the same test
+        set can be compared with paired tests (:meth:`Report.compare`).
     progress : called as ``progress(stage, done, total)`` during long steps.
 
     Returns
@@ -252,6 +257,8 @@ def dual_probe(
         "backend": {"knn": knn["backend"], "linear": "numpy"},
     })
     arrays = _figure_arrays(knn_runs, linear_runs, knn["best"], n_classes, shape)
+    if save_predictions:
+        arrays.update(_prediction_arrays(knn_runs, linear_runs, units, encoding, loo=loo))
     if projection:
         tick = time.perf_counter()
         from probekit.plots import project_2d
@@ -301,6 +308,24 @@ def _figure_arrays(knn_runs, linear_runs, best: dict, n_classes: int, shape) -> 
     if shape is not None:
         arrays.update(shape.arrays)
     return arrays
+
+
+def _prediction_arrays(knn_runs, linear_runs, units, encoding, *, loo: bool) -> dict:
+    """Per-sample correctness of every probe and setting, and the hashes that say which test
+    samples they belong to (for paired comparisons)."""
+    test_codes = np.concatenate([t for _, t in linear_runs])
+    rows = (None if units[0].test_rows is None
+            else np.concatenate([u.test_rows for u in units]))
+    linear_hash = pairing_hash(test_codes, encoding.class_names, rows)
+    settings = [f"{vote}@{k}" for vote in VOTES for k in knn_runs[0][0].k]
+    return {
+        "correct_linear": np.concatenate([p.predictions == t for p, t in linear_runs]),
+        "correct_knn": np.concatenate([correctness_columns(p, t) for p, t in knn_runs]),
+        "correct_knn_settings": np.array(settings),
+        "pairing_linear": np.array(linear_hash),
+        "pairing_knn": np.array(pairing_hash(encoding.train, encoding.class_names, None)
+                                if loo else linear_hash),
+    }
 
 
 def _make_units(X, X_test, encoding, *, folds, test_size, seed) -> tuple[list[_Unit], dict]:

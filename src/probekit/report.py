@@ -144,6 +144,15 @@ class Report:
         return (f"{info.get('test_labels_sha256', '')}:{info.get('n_train')}:"
                 f"{info.get('n_test')}:{info.get('n_classes')}")
 
+    def compare(self, other: Report, *, n_bootstrap: int = 1000, seed: int = 0):
+        """This report (A) against ``other`` (B): a pandas DataFrame with every metric of both,
+        ``delta = B − A``, and McNemar's exact test plus a paired bootstrap CI of each accuracy
+        difference when both runs saved per-sample predictions on the same test set (see
+        :func:`probekit.compare.compare_reports`)."""
+        from probekit.compare import compare_reports
+
+        return compare_reports(self, other, n_bootstrap=n_bootstrap, seed=seed)
+
     def to_frame(self):
         """A pandas DataFrame with one row per (probe, vote, k, metric): columns ``probe``,
         ``vote``, ``k``, ``metric``, ``value``, ``ci95_low``, ``ci95_high`` (the interval is on

@@ -1,0 +1,174 @@
+"""Two embedding spaces side by side: every metric with its delta, and paired tests.
+
+Two reports of the same protocol compare metric by metric (``B − A``). When both runs kept
+their per-sample correctness (``dual_probe(..., save_predictions=True)``, ``probekit evaluate
+--save-predictions``) on the same test set, each accuracy also gets
+
+- McNemar's exact test: of the ``n = b + c`` samples the two runs disagree on (``b``: only A
+  right, ``c``: only B right), under H0 ``b ~ Binomial(n, ½)``; two-sided
+  ``p = min(1, 2 · P[X ≤ min(b, c)])`` (McNemar 1947; the exact form of Edwards 1948);
+- a paired bootstrap 95 % interval of ``acc_B − acc_A``: the same resampled test rows for both
+  runs (Efron & Tibshirani 1993, ch. 13).
+
+Runs whose test sets differ (labels, their order, or the rows drawn) are refused for pairing:
+a paired test on different samples would be meaningless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from scipy import stats
+
+from probekit.errors import InputError
+from probekit.geometry import GOOD_DIRECTION
+from probekit.metrics import bootstrap_ci
+from probekit.report import Report
+
+PAIRING_KEYS = ("correct_linear", "correct_knn", "correct_knn_settings", "pairing_linear",
+                "pairing_knn")
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """McNemar's exact test on paired per-sample correctness.
+
+    Returns ``{"only_a": b, "only_b": c, "p_value": p}`` with
+    ``p = min(1, 2 · Σ_{i ≤ min(b, c)} C(b + c, i) / 2^(b + c))`` (1 when the runs never
+    disagree).
+    """
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise InputError(f"paired correctness of different lengths: {a.shape} vs {b.shape}")
+    only_a, only_b = int(np.count_nonzero(a & ~b)), int(np.count_nonzero(~a & b))
+    n = only_a + only_b
+    p = 1.0 if n == 0 else min(1.0, 2.0 * float(stats.binom.cdf(min(only_a, only_b), n, 0.5)))
+    return {"only_a": only_a, "only_b": only_b, "p_value": p}
+
+
+def paired_difference_ci(correct_a: np.ndarray, correct_b: np.ndarray, *,
+                         n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95 % interval of ``mean(correct_b) − mean(correct_a)`` with both
+    runs resampled on the same rows."""
+    difference = np.asarray(correct_b, np.float64) - np.asarray(correct_a, np.float64)
+    low, high = bootstrap_ci(difference, n_resamples=n_resamples, seed=seed)
+    return float(low), float(high)
+
+
+def pairing_hash(test_codes: np.ndarray, class_names, test_rows: np.ndarray | None) -> str:
+    """What identifies a test set for pairing: its labels in order, the class names and the
+    rows drawn (None for a given test set)."""
+    digest = hashlib.sha256(np.ascontiguousarray(test_codes, dtype="<i8").tobytes())
+    digest.update(repr(list(class_names)).encode())
+    if test_rows is not None:
+        digest.update(np.ascontiguousarray(test_rows, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def compare_reports(a: Report, b: Report, *, n_bootstrap: int = 1000, seed: int = 0):
+    """A pandas DataFrame comparing two reports: one row per (probe, vote, k, metric) and per
+    geometry diagnostic, columns ``probe, vote, k, metric, a, b, delta`` (``b − a``), plus
+    ``p_mcnemar``, ``delta_ci95_low``, ``delta_ci95_high`` on the accuracy rows when both runs
+    saved per-sample predictions on the same test set (NaN otherwise), and ``better`` (which
+    run is better by the metric's direction, or ``"="``)."""
+    import pandas as pd
+
+    paired = _paired_columns(a, b, n_bootstrap=n_bootstrap, seed=seed)
+    rows = []
+    frames = (a.to_frame(), b.to_frame())
+    keyed = [{(r.probe, r.vote, r.k, r.metric): r.value for r in frame.itertuples()}
+             for frame in frames]
+    order = list(keyed[0]) + [key for key in keyed[1] if key not in keyed[0]]
+    for key in order:
+        probe, vote, k, metric = key
+        if metric.endswith("_std"):
+            continue
+        value_a, value_b = keyed[0].get(key, np.nan), keyed[1].get(key, np.nan)
+        setting = (probe, vote if isinstance(vote, str) else None,
+                   None if pd.isna(k) else int(k))
+        extra = paired.get(setting, {}) if metric == "accuracy" else {}
+        rows.append({"probe": probe, "vote": vote, "k": k, "metric": metric, "a": value_a,
+                     "b": value_b, "delta": value_b - value_a,
+                     "p_mcnemar": extra.get("p_value", np.nan),
+                     "delta_ci95_low": extra.get("low", np.nan),
+                     "delta_ci95_high": extra.get("high", np.nan),
+                     "better": _better(value_a, value_b, "up")})
+    for name, direction in GOOD_DIRECTION.items():
+        value_a, value_b = a.geometry.get(name), b.geometry.get(name)
+        if not isinstance(value_a, (int, float)) and not isinstance(value_b, (int, float)):
+            continue
+        value_a = float(value_a) if isinstance(value_a, (int, float)) else np.nan
+        value_b = float(value_b) if isinstance(value_b, (int, float)) else np.nan
+        rows.append({"probe": "geometry", "vote": None, "k": None, "metric": name,
+                     "a": value_a, "b": value_b, "delta": value_b - value_a,
+                     "p_mcnemar": np.nan, "delta_ci95_low": np.nan, "delta_ci95_high": np.nan,
+                     "better": _better(value_a, value_b, direction)})
+    frame = pd.DataFrame(rows, columns=["probe", "vote", "k", "metric", "a", "b", "delta",
+                                        "p_mcnemar", "delta_ci95_low", "delta_ci95_high",
+                                        "better"])
+    return frame.astype({"k": "Int64"})
+
+
+def comparison_markdown(frame, name_a: str = "A", name_b: str = "B", *,
+                        cka: float | None = None) -> str:
+    """The comparison as the CLI prints it: accuracy rows (with the paired test when present),
+    then the other probe metrics and the geometry."""
+    def number(value, percent):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return "–"
+        return f"{100 * value:.2f}" if percent else f"{value:.4g}"
+
+    lines = [f"# probekit compare: A = {name_a}, B = {name_b}", ""]
+    if cka is not None:
+        lines += [f"Linear CKA between the two spaces (same samples): {cka:.4f}", ""]
+    lines += ["| probe | setting | metric | A | B | B − A | 95% CI of B − A | McNemar p | better |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for row in frame.itertuples():
+        percent = row.probe != "geometry"
+        setting = ("" if row.probe in ("linear", "geometry")
+                   else f"k={row.k} {row.vote}")
+        interval = ("–" if np.isnan(row.delta_ci95_low) else
+                    f"[{100 * row.delta_ci95_low:+.2f}, {100 * row.delta_ci95_high:+.2f}]")
+        p_value = "–" if np.isnan(row.p_mcnemar) else f"{row.p_mcnemar:.3g}"
+        delta = "–" if np.isnan(row.delta) else (
+            f"{100 * row.delta:+.2f}" if percent else f"{row.delta:+.4g}")
+        lines.append(f"| {row.probe} | {setting} | {row.metric} | {number(row.a, percent)} | "
+                     f"{number(row.b, percent)} | {delta} | {interval} | {p_value} | "
+                     f"{row.better} |")
+    lines += ["", "Probe metrics in percent (deltas in points); geometry values as they are; "
+              "'better' follows each metric's good direction (blank: descriptive)."]
+    return "\n".join(lines) + "\n"
+
+
+def _paired_columns(a: Report, b: Report, *, n_bootstrap: int, seed: int) -> dict:
+    """``{(probe, vote, k): {"p_value", "low", "high"}}`` when both runs carry per-sample
+    correctness on the same test set; {} when either run has none; an error when both have
+    them but their test sets differ."""
+    if not all(key in report.arrays for report in (a, b) for key in PAIRING_KEYS):
+        return {}
+    out = {}
+    for probe in ("linear", "knn"):
+        if str(a.arrays[f"pairing_{probe}"]) != str(b.arrays[f"pairing_{probe}"]):
+            raise InputError(f"the two runs' {probe} probes were scored on different test sets "
+                             "(labels, order or rows differ): paired tests need the same "
+                             "samples")
+    columns = [("linear", None, None, a.arrays["correct_linear"], b.arrays["correct_linear"])]
+    settings_a = [str(s) for s in a.arrays["correct_knn_settings"]]
+    settings_b = [str(s) for s in b.arrays["correct_knn_settings"]]
+    for index, setting in enumerate(settings_a):
+        if setting in settings_b:
+            vote, _, k = setting.partition("@")
+            columns.append(("knn", vote, int(k), a.arrays["correct_knn"][:, index],
+                            b.arrays["correct_knn"][:, settings_b.index(setting)]))
+    for probe, vote, k, correct_a, correct_b in columns:
+        test = mcnemar_exact(correct_a, correct_b)
+        low, high = paired_difference_ci(correct_a, correct_b, n_resamples=n_bootstrap,
+                                         seed=seed)
+        out[(probe, vote, k)] = {"p_value": test["p_value"], "low": low, "high": high}
+    return out
+
+
+def _better(value_a, value_b, direction: str) -> str:
+    if np.isnan(value_a) or np.isnan(value_b) or direction == "none" or value_a == value_b:
+        return "=" if value_a == value_b else ""
+    return "B" if (value_b > value_a) == (direction == "up") else "A"
