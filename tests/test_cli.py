@@ -254,8 +254,8 @@ def _case_one_dimensional(tmp_path, files):
 
 def _case_three_dimensional(tmp_path, files):
     path = tmp_path / "x.npy"
-    np.save(path, np.zeros((200, 4, 4)))
-    return [path, files["labels"]], ["2-D", "3-D"]
+    np.save(path, np.zeros((200, 4, 4)))  # read as a stack of 200 layers of 4 rows
+    return [path, files["labels"]], ["200 layers", "3-D"]
 
 
 def _case_nan_rows(tmp_path, files):

@@ -16,6 +16,7 @@ from probekit.dual import dual_probe  # noqa: E402
 from probekit.errors import InputError  # noqa: E402
 from probekit.geometry import Geometry, diagnose  # noqa: E402
 from probekit.knn import KNNResult, knn_probe  # noqa: E402
+from probekit.layers import LayerwiseReport, dual_probe_layers  # noqa: E402
 from probekit.linear import LinearResult, linear_probe  # noqa: E402
 from probekit.report import Report  # noqa: E402
 
@@ -23,11 +24,13 @@ __all__ = [
     "Geometry",
     "InputError",
     "KNNResult",
+    "LayerwiseReport",
     "LinearResult",
     "Report",
     "cka",
     "diagnose",
     "dual_probe",
+    "dual_probe_layers",
     "knn_probe",
     "linear_probe",
     "load_embeddings",

@@ -146,37 +146,56 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
              plot_format, html_path, save_predictions, quiet):
     """Run the dual probe on EMBEDDINGS (N x D: .npy .npz .csv .tsv .parquet) and LABELS
     (N labels: .npy .npz .txt .csv .tsv .parquet) and print the summary."""
-    from probekit.data import load_embeddings, load_labels
+    from probekit.data import is_layer_stack, load_embeddings, load_labels
     from probekit.dual import dual_probe
 
     progress = _Progress(not quiet)
+    probe_options = dict(
+        k=k, metric=metric, temperature=temperature, loo=loo, C=c_grid or DEFAULT_C_GRID,
+        val_size=val_size, test_size=test_size, folds=folds, seed=seed, backend=backend,
+        n_bootstrap=n_bootstrap, max_iter=max_iter, tol=tol, geometry=geometry,
+        geometry_sample=geometry_sample,
+        extra=[name.strip() for name in extra.split(",") if name.strip()], progress=progress)
     try:
         if (test_embeddings is None) != (test_labels is None):
             raise InputError("give --test-embeddings and --test-labels together")
         if save_predictions and out is None:
             raise InputError("--save-predictions keeps them beside the --out report: give --out")
-        X = load_embeddings(embeddings, key=key)
-        y = load_labels(labels, key=label_key, column=label_column)
-        _check_header_row(X, y, labels)
-        X_test = y_test = None
-        if test_embeddings is not None:
-            X_test = load_embeddings(test_embeddings, key=key)
-            y_test = load_labels(test_labels, key=label_key, column=label_column)
-        report = dual_probe(
-            X, y, X_test=X_test, y_test=y_test, k=k, metric=metric, temperature=temperature,
-            loo=loo, C=c_grid or DEFAULT_C_GRID, val_size=val_size, test_size=test_size,
-            folds=folds, seed=seed, backend=backend, n_bootstrap=n_bootstrap,
-            max_iter=max_iter, tol=tol, geometry=geometry, geometry_sample=geometry_sample,
-            extra=[name.strip() for name in extra.split(",") if name.strip()],
-            projection=plots_dir is not None or html_path is not None,
-            save_predictions=save_predictions, progress=progress,
-        )
-        progress.close()
-        files = {"embeddings": embeddings, "labels": labels, "test_embeddings": test_embeddings,
-                 "test_labels": test_labels}
-        report = dataclasses.replace(report, input={**report.input, "files": {
-            role: _describe_file(path) for role, path in files.items() if path is not None}})
-        _write_outputs(report, out, plots_dir, plot_format, html_path, quiet=quiet)
+        if is_layer_stack(embeddings, key=key):
+            if html_path is not None or save_predictions:
+                raise InputError("--html and --save-predictions are for one embedding space, "
+                                 "not a layer stack")
+            report = _evaluate_layers(embeddings, labels, test_embeddings, test_labels, key=key,
+                                      label_key=label_key, label_column=label_column,
+                                      **probe_options)
+            progress.close()
+            if out is not None:
+                report.to_json(out)
+            if plots_dir is not None:
+                from probekit.plots import write_layer_curve
+
+                path = write_layer_curve(report, plots_dir, fmt=plot_format)
+                if not quiet:
+                    click.echo(f"layer curve written to {path}", err=True)
+        else:
+            X = load_embeddings(embeddings, key=key)
+            y = load_labels(labels, key=label_key, column=label_column)
+            _check_header_row(X, y, labels)
+            X_test = y_test = None
+            if test_embeddings is not None:
+                X_test = load_embeddings(test_embeddings, key=key)
+                y_test = load_labels(test_labels, key=label_key, column=label_column)
+            report = dual_probe(
+                X, y, X_test=X_test, y_test=y_test,
+                projection=plots_dir is not None or html_path is not None,
+                save_predictions=save_predictions, **probe_options)
+            progress.close()
+            files = {"embeddings": embeddings, "labels": labels,
+                     "test_embeddings": test_embeddings, "test_labels": test_labels}
+            report = dataclasses.replace(report, input={**report.input, "files": {
+                role: _describe_file(path) for role, path in files.items()
+                if path is not None}})
+            _write_outputs(report, out, plots_dir, plot_format, html_path, quiet=quiet)
     except InputError as error:
         progress.close()
         _fail(str(error))
@@ -186,6 +205,30 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
     click.echo(report.to_markdown(), nl=False)
     if out is not None and not quiet:
         click.echo(f"report written to {out}", err=True)
+
+
+def _evaluate_layers(embeddings, labels, test_embeddings, test_labels, *, key, label_key,
+                     label_column, **options):
+    """The dual probe of every layer of a stack (a 3-D array or a glob of files)."""
+    from probekit.data import load_labels, load_layers
+    from probekit.layers import dual_probe_layers
+
+    layers, names = load_layers(embeddings, key=key)
+    y = load_labels(labels, key=label_key, column=label_column)
+    if len(layers[0]) != len(y):
+        shape = layers[0].shape
+        raise InputError(f"{Path(str(embeddings)).name} is read as a stack of {len(layers)} "
+                         f"layers of {shape[0]} x {shape[1]} (3-D input), but {labels.name} "
+                         f"holds {len(y)} labels")
+    test_layers = y_test = None
+    if test_embeddings is not None:
+        test_layers, _ = load_layers(test_embeddings, key=key)
+        if len(test_layers) != len(layers):
+            raise InputError(f"{len(layers)} training layers ({embeddings}) but "
+                             f"{len(test_layers)} test layers ({test_embeddings})")
+        y_test = load_labels(test_labels, key=label_key, column=label_column)
+    return dual_probe_layers(layers, y, X_test=test_layers, y_test=y_test, names=names,
+                             **options)
 
 
 @cli.command()

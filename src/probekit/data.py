@@ -51,6 +51,46 @@ def load_embeddings(path: str | Path, *, key: str | None = None) -> np.ndarray:
     return check_embeddings(array, name=path.name)
 
 
+def is_layer_stack(path: str | Path, *, key: str | None = None) -> bool:
+    """Whether ``path`` names a layer stack: a glob pattern (``layer_*.npy``) or a 3-D
+    ``.npy``/``.npz`` array (L x N x D)."""
+    text = str(path)
+    if any(char in text for char in "*?["):
+        return True
+    path = Path(path)
+    if path.suffix.lower() == ".npy" and path.is_file() and path.stat().st_size:
+        return _load_npy(path).ndim == 3
+    if path.suffix.lower() == ".npz" and path.is_file() and path.stat().st_size:
+        return _load_npz(path, key, _EMBEDDING_KEYS, "embeddings").ndim == 3
+    return False
+
+
+def load_layers(path: str | Path, *, key: str | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """The layers of a stack and their names: a 3-D ``.npy`` (L x N x D, memory-mapped, so each
+    layer is a view read when used) or ``.npz``, named ``layer 0`` ...; or a glob pattern of
+    N x D files, one per layer, in natural order (``layer_2`` before ``layer_10``), named by
+    their file stems. Each layer is validated by whoever probes it."""
+    text = str(path)
+    if any(char in text for char in "*?["):
+        import glob
+
+        paths = sorted(glob.glob(text), key=_natural_key)
+        if not paths:
+            raise InputError(f"no embedding files match {text}")
+        return [load_embeddings(name, key=key) for name in paths], [Path(p).stem for p in paths]
+    path = _existing_file(path, (".npy", ".npz"), "layer-stack")
+    array = (_load_npy(path) if path.suffix.lower() == ".npy"
+             else _load_npz(path, key, _EMBEDDING_KEYS, "embeddings"))
+    if array.ndim != 3 or 0 in array.shape:
+        raise InputError(f"{path.name}: a layer stack is L x N x D, got shape {array.shape}")
+    return [array[index] for index in range(array.shape[0])], [
+        f"layer {index}" for index in range(array.shape[0])]
+
+
+def _natural_key(text: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
 def load_labels(
     path: str | Path, *, key: str | None = None, column: str | None = None
 ) -> np.ndarray:
