@@ -136,6 +136,11 @@ def cli():
               show_default=True, help="File format of the figures.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Write one self-contained HTML report here.")
+@click.option("--multilabel", is_flag=True,
+              help="Several tags per sample: text labels hold them separated by "
+              "--tag-separator (a 2-D 0/1 .npy/.npz label matrix is detected by itself).")
+@click.option("--tag-separator", default=";", show_default=True,
+              help="Separator of the tags in one text label (with --multilabel).")
 @click.option("--save-predictions", is_flag=True,
               help="Keep per-sample correctness in the --out sidecar (.npz) for paired tests "
               "in probekit compare.")
@@ -143,10 +148,10 @@ def cli():
 def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temperature, loo,
              test_size, folds, seed, c_grid, val_size, max_iter, tol, backend, n_bootstrap,
              geometry, geometry_sample, extra, key, label_key, label_column, out, plots_dir,
-             plot_format, html_path, save_predictions, quiet):
+             plot_format, html_path, multilabel, tag_separator, save_predictions, quiet):
     """Run the dual probe on EMBEDDINGS (N x D: .npy .npz .csv .tsv .parquet) and LABELS
     (N labels: .npy .npz .txt .csv .tsv .parquet) and print the summary."""
-    from probekit.data import is_layer_stack, load_embeddings, load_labels
+    from probekit.data import is_layer_stack, is_tag_file, load_embeddings, load_labels, load_tags
     from probekit.dual import dual_probe
 
     progress = _Progress(not quiet)
@@ -179,16 +184,30 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
                     click.echo(f"layer curve written to {path}", err=True)
         else:
             X = load_embeddings(embeddings, key=key)
-            y = load_labels(labels, key=label_key, column=label_column)
-            _check_header_row(X, y, labels)
+            multilabel = multilabel or is_tag_file(labels, key=label_key)
             X_test = y_test = None
+            tag_names, notes = None, []
+            if multilabel:
+                y, tag_names, notes = load_tags(labels, key=label_key, column=label_column,
+                                                separator=tag_separator)
+            else:
+                y = load_labels(labels, key=label_key, column=label_column)
+            _check_header_row(X, y, labels)
             if test_embeddings is not None:
                 X_test = load_embeddings(test_embeddings, key=key)
-                y_test = load_labels(test_labels, key=label_key, column=label_column)
+                if multilabel:
+                    y_test, _, test_notes = load_tags(test_labels, key=label_key,
+                                                      column=label_column,
+                                                      separator=tag_separator, tags=tag_names)
+                    notes += test_notes
+                else:
+                    y_test = load_labels(test_labels, key=label_key, column=label_column)
             report = dual_probe(
-                X, y, X_test=X_test, y_test=y_test,
-                projection=plots_dir is not None or html_path is not None,
+                X, y, X_test=X_test, y_test=y_test, tags=tag_names,
+                projection=(plots_dir is not None or html_path is not None) and not multilabel,
                 save_predictions=save_predictions, **probe_options)
+            if notes:
+                report = dataclasses.replace(report, warnings=tuple(notes) + report.warnings)
             progress.close()
             files = {"embeddings": embeddings, "labels": labels,
                      "test_embeddings": test_embeddings, "test_labels": test_labels}

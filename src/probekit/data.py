@@ -115,6 +115,73 @@ def load_labels(
     return check_labels(labels, name=path.name)
 
 
+def is_tag_file(path: str | Path, *, key: str | None = None) -> bool:
+    """Whether a labels file holds an N x C matrix (C > 1) of multi-label tags (``.npy`` or
+    ``.npz``); text files say so with ``--multilabel``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".npz") or not path.is_file() or not path.stat().st_size:
+        return False
+    array = _load_npy(path) if suffix == ".npy" else _load_npz(path, key, _LABEL_KEYS, "labels")
+    return array.ndim == 2 and array.shape[1] > 1
+
+
+def load_tags(path: str | Path, *, key: str | None = None, column: str | None = None,
+              separator: str = ";", tags: list[str] | None = None
+              ) -> tuple[np.ndarray, list[str], list[str]]:
+    """Multi-label tags: an N x C 0/1 matrix (``.npy``/``.npz``; columns named ``0..C-1``), or
+    one cell of tags per sample separated by ``separator`` (``.txt``, ``.csv``, ``.tsv``,
+    ``.parquet``; an empty cell is a sample without tags).
+
+    ``tags`` fixes the vocabulary (pass the training set's for a test set): tags outside it
+    are dropped and named in the returned notes. Returns ``(Y (N, C) bool, tag names,
+    notes)``.
+    """
+    path = _existing_file(path, LABEL_SUFFIXES, "labels")
+    suffix = path.suffix.lower()
+    notes: list[str] = []
+    if suffix in (".npy", ".npz"):
+        array = np.asarray(_load_npy(path) if suffix == ".npy"
+                           else _load_npz(path, key, _LABEL_KEYS, "labels"))
+        if array.ndim == 2 and np.issubdtype(array.dtype, np.number) or array.dtype == bool:
+            if array.ndim != 2:
+                raise InputError(f"{path.name}: multi-label tags must be N x C, got shape "
+                                 f"{array.shape}")
+            if array.dtype != bool and not np.isin(array, (0, 1)).all():
+                raise InputError(f"{path.name}: a tag matrix holds only 0 and 1")
+            names = [str(i) for i in range(array.shape[1])]
+            if tags is not None and len(tags) != array.shape[1]:
+                raise InputError(f"{path.name} has {array.shape[1]} tag columns, the training "
+                                 f"labels {len(tags)}")
+            return array.astype(bool), list(tags) if tags is not None else names, notes
+        cells = [str(cell) for cell in array.reshape(-1)]
+    elif suffix == ".txt":  # one line per sample; an empty line is a sample without tags
+        try:
+            cells = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            raise InputError(f"cannot read {path.name} as UTF-8 text: {error.reason}") from None
+    else:
+        frame = _read_table(path, header_detect=False, header=0)
+        cells = frame[_pick_column(frame, column, path)].fillna("").astype(str).tolist()
+    rows = [sorted({part.strip() for part in str(cell).split(separator) if part.strip()})
+            for cell in cells]
+    if not rows:
+        raise InputError(f"{path.name} holds no labels")
+    vocabulary = tags if tags is not None else sorted({tag for row in rows for tag in row})
+    if not vocabulary:
+        raise InputError(f"{path.name} holds no tags")
+    position = {tag: index for index, tag in enumerate(vocabulary)}
+    unknown = sorted({tag for row in rows for tag in row if tag not in position})
+    if unknown:
+        notes.append(f"{len(unknown)} tag(s) of {path.name} never occur in training and are "
+                     f"left out: {', '.join(unknown[:10])}" + (" ..." if len(unknown) > 10
+                                                               else ""))
+    matrix = np.zeros((len(rows), len(vocabulary)), dtype=bool)
+    for index, row in enumerate(rows):
+        matrix[index, [position[tag] for tag in row if tag in position]] = True
+    return matrix, list(vocabulary), notes
+
+
 def _existing_file(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path:
     path = Path(path)
     if not path.exists():

@@ -84,13 +84,16 @@ def dual_probe(
     extra: Iterable[str] = (),
     projection: bool = False,
     save_predictions: bool = False,
+    tags: Iterable[str] | None = None,
     progress: Progress | None = None,
 ) -> Report:
     """Linear and kNN probes of an embedding space, on the same split, in one report.
 
     Parameters
     ----------
-    X : (N, D) embeddings (array or memory map); y : (N,) labels, ints or strings.
+    X : (N, D) embeddings (array or memory map); y : (N,) labels, ints or strings, or an
+        (N, C) 0/1 matrix of tags for multi-label data (then the probes and scores of
+        :mod:`probekit.multilabel`: mAP, ROC-AUC, d′, F1; a given test set or a random holdout).
     X_test, y_test : a given test split (the paper's setting). Without it, a stratified holdout
         of ``test_size`` is made, or stratified k-fold with ``folds``.
     k : k values of the kNN probe (those above the training size are dropped with a warning).
@@ -115,12 +118,28 @@ def dual_probe(
     save_predictions : keep every test sample's correctness for each probe and setting in
         ``Report.arrays`` (saved in the ``.npz`` sidecar), so that two runs on the same test
         set can be compared with paired tests (:meth:`Report.compare`).
+    tags : names of the tag columns of multi-label ``y`` (default ``0..C-1``).
     progress : called as ``progress(stage, done, total)`` during long steps.
 
     Returns
     -------
     Report
     """
+    if _is_tag_matrix(y) or _is_tag_matrix(y_test):
+        unsupported = {"leave-one-out": loo, "k-fold": folds, "save_predictions":
+                       save_predictions, "the 2-D map (projection)": projection,
+                       "extra diagnostics": tuple(extra)}
+        for name, asked in unsupported.items():
+            if asked:
+                raise InputError(f"{name} is not available for multi-label labels yet")
+        from probekit.multilabel import multilabel_probe
+
+        return multilabel_probe(
+            X, y, X_test=X_test, Y_test=y_test, tags=None if tags is None else list(tags), k=k,
+            metric=metric, temperature=temperature, C=C, val_size=val_size,
+            test_size=test_size, seed=seed, backend=backend, n_bootstrap=n_bootstrap,
+            max_iter=max_iter, tol=tol, geometry=geometry, geometry_sample=geometry_sample,
+            progress=progress)
     started = time.perf_counter()
     X, y = check_dataset(X, y)
     check_metric(metric)
@@ -308,6 +327,11 @@ def _figure_arrays(knn_runs, linear_runs, best: dict, n_classes: int, shape) -> 
     if shape is not None:
         arrays.update(shape.arrays)
     return arrays
+
+
+def _is_tag_matrix(labels) -> bool:
+    """An (N, C) label matrix with C > 1: multi-label tags."""
+    return labels is not None and np.ndim(labels) == 2 and np.shape(labels)[1] > 1
 
 
 def _prediction_arrays(knn_runs, linear_runs, units, encoding, *, loo: bool) -> dict:

@@ -55,7 +55,7 @@ def render(report: Report, figures: dict[str, bytes]) -> str:
         f"<title>probekit report</title><style>{_STYLE}</style></head><body><main>",
         "<h1>probekit dual probe</h1>",
         f"<p class='sub'>{html.escape(_sizes_text(info, protocol))}, {info['dim']} dimensions, "
-        f"{info['n_classes']} classes; split: {html.escape(_split_text(protocol))}; metric "
+        f"{_label_count(info)}; split: {html.escape(_split_text(protocol))}; metric "
         f"{html.escape(protocol['metric'])}; seed {protocol['seed']}</p>",
         f"<div class='reading'><strong>Reading.</strong> {html.escape(report.reading())}</div>",
         "<h2>Probes</h2>", _probe_table(report), _confusions(report),
@@ -130,7 +130,39 @@ def _confusions(report: Report) -> str:
             f"<ul>{items}</ul>")
 
 
+def _label_count(info: dict) -> str:
+    if "n_tags" in info:
+        return f"{info['n_tags']} tags (multi-label)"
+    return f"{info['n_classes']} classes"
+
+
+def _tag_table(report: Report) -> str:
+    head = ["probe", "setting", "mAP (%)", "95% CI", "ROC-AUC", "d′", "micro-F1", "macro-F1",
+            "micro-F1 tuned", "macro-F1 tuned"]
+    rows = [("linear", f"C={report.linear['C']:g}", report.linear, False)]
+    best = report.knn["best"]
+    rows += [("kNN", f"k={k} weighted", scores, int(k) == best["k"])
+             for k, scores in report.knn["weighted"].items()]
+
+    def percent(value):
+        return "–" if value is None else _percent(value)
+
+    lines = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for probe, setting, scores, is_best in rows:
+        d_prime = scores.get("d_prime")
+        cells = [probe, setting, percent(scores["map"]),
+                 f"[{percent(scores['ci95'][0])}, {percent(scores['ci95'][1])}]",
+                 percent(scores.get("roc_auc")), "–" if d_prime is None else f"{d_prime:.2f}",
+                 percent(scores.get("micro_f1")), percent(scores.get("macro_f1")),
+                 percent(scores.get("micro_f1_tuned")), percent(scores.get("macro_f1_tuned"))]
+        lines.append(f"<tr{' class=best' if is_best else ''}>"
+                     + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    return "\n".join(lines) + "</table>"
+
+
 def _probe_table(report: Report) -> str:
+    if report.task == "multilabel":
+        return _tag_table(report)
     top5 = "top5_accuracy" in report.linear
     head = ["probe", "setting", "accuracy (%)", "95% CI", "balanced acc.", "macro-F1"]
     head += ["top-5"] if top5 else []

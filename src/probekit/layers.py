@@ -32,19 +32,19 @@ class LayerwiseReport:
 
     def to_frame(self):
         """One row per layer: ``layer``, ``index``, ``linear``, ``linear_ci_low/high``,
-        ``knn`` (the best kNN setting's accuracy), ``knn_vote``, ``knn_k``,
-        ``knn_ci_low/high``."""
+        ``knn`` (the best kNN setting's score), ``knn_vote``, ``knn_k``, ``knn_ci_low/high``;
+        the score is the accuracy, or the mAP for multi-label data."""
         import pandas as pd
 
         rows = []
         for index, (name, report) in enumerate(zip(self.names, self.reports, strict=True)):
-            best = report.knn["best"]
+            best, metric = report.knn["best"], report.main_metric
             best_scores = report.knn[best["vote"]][str(best["k"])]
             rows.append({"layer": name, "index": index,
-                         "linear": report.linear["accuracy"],
+                         "linear": report.linear[metric],
                          "linear_ci_low": report.linear["ci95"][0],
                          "linear_ci_high": report.linear["ci95"][1],
-                         "knn": best["accuracy"], "knn_vote": best["vote"], "knn_k": best["k"],
+                         "knn": best[metric], "knn_vote": best["vote"], "knn_k": best["k"],
                          "knn_ci_low": best_scores["ci95"][0],
                          "knn_ci_high": best_scores["ci95"][1]})
         return pd.DataFrame(rows)
@@ -77,7 +77,9 @@ class LayerwiseReport:
         info, protocol = first.input, first.protocol
         lines = [f"# probekit layer-wise dual probe (v{__version__})", "",
                  f"{len(self.names)} layers; {info['n_train']} train / {info['n_test']} test "
-                 f"samples, {info['n_classes']} classes; split: {protocol['split']}; seed "
+                 f"samples, {info.get('n_classes', info.get('n_tags'))} "
+                 f"{'tags' if first.task == 'multilabel' else 'classes'}; split: "
+                 f"{protocol['split']}; seed "
                  f"{protocol['seed']}; one split for every layer.", "",
                  "| layer | linear | 95% CI | best kNN | 95% CI | vote, k |",
                  "|---|---|---|---|---|---|"]

@@ -185,17 +185,19 @@ def knn_curve(report):
     probe as a horizontal line with its band: the dual probe in one picture."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    ks = [int(k) for k in report.knn["majority"]]
-    for colour, vote, marker in ((OKABE_ITO[4], "majority", "o"), (OKABE_ITO[5], "weighted",
-                                                                    "s")):
+    metric = report.main_metric
+    ks = [int(k) for k in report.knn[report.votes[0]]]
+    styles = {"majority": (OKABE_ITO[4], "o"), "weighted": (OKABE_ITO[5], "s")}
+    for vote in report.votes:
+        colour, marker = styles[vote]
         scores = [report.knn[vote][str(k)] for k in ks]
-        accuracy = 100 * np.array([s["accuracy"] for s in scores])
+        accuracy = 100 * np.array([s[metric] for s in scores])
         low = 100 * np.array([s["ci95"][0] for s in scores])
         high = 100 * np.array([s["ci95"][1] for s in scores])
         ax.plot(ks, accuracy, marker=marker, color=colour, label=f"kNN, {vote} vote")
         ax.fill_between(ks, low, high, color=colour, alpha=0.18, linewidth=0)
     linear = report.linear
-    ax.axhline(100 * linear["accuracy"], color=OKABE_ITO[7], linestyle="--",
+    ax.axhline(100 * linear[metric], color=OKABE_ITO[7], linestyle="--",
                label=f"linear probe (C={linear['C']:g})")
     ax.axhspan(100 * linear["ci95"][0], 100 * linear["ci95"][1], color=OKABE_ITO[7],
                alpha=0.08, linewidth=0)
@@ -206,8 +208,9 @@ def knn_curve(report):
     ax.set_xticklabels([str(k) for k in ks])
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("k (neighbours)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("kNN accuracy vs k, and the linear probe (bands: 95 % bootstrap CI)")
+    name = "mAP" if metric == "map" else "accuracy"
+    ax.set_ylabel(f"test {name} (%)")
+    ax.set_title(f"kNN {name} vs k, and the linear probe (bands: 95 % bootstrap CI)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=9, loc="best")
     fig.tight_layout()
@@ -234,7 +237,8 @@ def layer_curve(layerwise):
                        rotation=45 if len(frame) > 8 else 0, ha="right" if len(frame) > 8
                        else "center")
     ax.set_xlabel("layer")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test mAP (%)" if layerwise.reports[0].main_metric == "map"
+                  else "test accuracy (%)")
     ax.set_title("Dual probe per layer (bands: 95 % bootstrap CI)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=9, loc="best")
@@ -260,8 +264,8 @@ def write_layer_curve(layerwise, directory, *, fmt: str = "png", dpi: int = 150)
 
 
 def _better_probe(report) -> tuple[str, str]:
-    best = report.knn["best"]
-    if report.linear["accuracy"] >= best["accuracy"]:
+    best, metric = report.knn["best"], report.main_metric
+    if report.linear[metric] >= best[metric]:
         return "confusion_linear", f"linear probe (C={report.linear['C']:g})"
     return "confusion_knn", f"kNN, {best['vote']} vote, k={best['k']}"
 

@@ -23,6 +23,8 @@ from probekit.errors import InputError
 from probekit.geometry import markdown_table
 
 SCORE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
+TAG_KEYS = ("map", "roc_auc", "d_prime", "micro_f1", "macro_f1", "micro_f1_tuned",
+            "macro_f1_tuned")
 _LINEAR_AHEAD = 0.05  # linear - best kNN above this: globally separable, locally mixed
 _CLOSE = 0.02  # |linear - best kNN| within this: the two probes agree
 
@@ -156,22 +158,40 @@ class Report:
     def to_frame(self):
         """A pandas DataFrame with one row per (probe, vote, k, metric): columns ``probe``,
         ``vote``, ``k``, ``metric``, ``value``, ``ci95_low``, ``ci95_high`` (the interval is on
-        the accuracy rows) and ``std`` (k-fold only)."""
+        the accuracy rows, or the mAP rows of multi-label data) and ``std`` (k-fold only)."""
         import pandas as pd
 
         rows = []
-        for vote in ("majority", "weighted"):
+        keys, main = (TAG_KEYS, "map") if self.task == "multilabel" else (SCORE_KEYS, "accuracy")
+        for vote in self.votes:
             for k, scores in self.knn[vote].items():
-                rows += _metric_rows("knn", vote, int(k), scores)
-        rows += _metric_rows("linear", None, None, self.linear)
+                rows += _metric_rows("knn", vote, int(k), scores, keys, main)
+        rows += _metric_rows("linear", None, None, self.linear, keys, main)
         frame = pd.DataFrame(rows, columns=["probe", "vote", "k", "metric", "value",
                                             "ci95_low", "ci95_high", "std"])
         return frame.astype({"k": "Int64"})
+
+    @property
+    def task(self) -> str:
+        """``"multiclass"`` (one label per sample) or ``"multilabel"`` (tags)."""
+        return self.protocol.get("task", "multiclass")
+
+    @property
+    def main_metric(self) -> str:
+        """The headline score: ``"accuracy"``, or ``"map"`` for multi-label data."""
+        return "map" if self.task == "multilabel" else "accuracy"
+
+    @property
+    def votes(self) -> list[str]:
+        """The kNN votes the report holds (majority and weighted; weighted for tags)."""
+        return [vote for vote in ("majority", "weighted") if vote in self.knn]
 
     # ---------------------------------------------------------------------- reading
 
     def reading(self) -> str:
         """One sentence reading the two probes together (DESIGN section 2)."""
+        if self.task == "multilabel":
+            return self._tag_reading()
         best = self.knn["best"]
         linear, knn = self.linear["accuracy"], best["accuracy"]
         gap = 100.0 * (linear - knn)
@@ -189,8 +209,53 @@ class Report:
         return (f"{versus}: linear leads kNN by {gap:.1f} points, so the classes are mostly "
                 "separable with some local mixing.")
 
+    def _tag_reading(self) -> str:
+        best = self.knn["best"]
+        linear, knn = self.linear["map"], best["map"]
+        gap = 100.0 * (linear - knn)
+        versus = f"linear mAP {100 * linear:.1f} vs best kNN mAP {100 * knn:.1f} (k={best['k']})"
+        if linear - knn > _LINEAR_AHEAD:
+            return (f"{versus}: the tags are linearly decodable but neighbours do not share "
+                    f"them (linear ahead by {gap:.1f} points).")
+        if abs(linear - knn) <= _CLOSE:
+            return (f"{versus}: neighbours share their tags about as well as a linear read-out "
+                    "finds them: the space is organised by its tags locally too.")
+        if knn > linear:
+            return (f"{versus}: neighbours predict the tags better than any linear read-out "
+                    f"(kNN ahead by {-gap:.1f} points).")
+        return f"{versus}: linear leads by {gap:.1f} points, with some local mixing."
+
+    def _tag_markdown(self) -> str:
+        info, protocol = self.input, self.protocol
+        tags = [f"{name} ({train}/{test})" for name, train, test in zip(
+            info["tags"], info["train_tag_counts"], info["test_tag_counts"], strict=True)]
+        shown = ", ".join(tags[:20]) + (f", and {len(tags) - 20} more" if len(tags) > 20 else "")
+        lines = [
+            f"# probekit dual probe, multi-label (v{self.probekit_version})", "",
+            f"{info['n_train']} train / {info['n_test']} test samples, {info['dim']} "
+            f"dimensions, {info['n_tags']} tags ({info['mean_tags_per_sample']:.2f} per "
+            f"training sample); split: {_split_text(protocol)}; metric: {protocol['metric']}; seed "
+            f"{protocol['seed']}.", "", f"Tags: {shown} (train/test counts).", "",
+            "| probe | setting | mAP | 95% CI | ROC-AUC | d′ | micro-F1 | macro-F1 | "
+            "micro-F1 tuned | macro-F1 tuned |", "|---|---|---|---|---|---|---|---|---|---|",
+            _tag_row("linear", f"C={_c_text(self.linear)}", self.linear)]
+        for k, scores in self.knn["weighted"].items():
+            lines.append(_tag_row("kNN", f"k={k} weighted", scores))
+        best = self.knn["best"]
+        lines += ["", f"Best kNN: k={best['k']} ({100 * best['map']:.2f} mAP; picked on the test "
+                      f"set, so slightly optimistic). Search backend: {self.knn['backend']}. "
+                      "F1 at 0.5, and at per-tag thresholds tuned on the validation split.",
+                  "", f"**Reading:** {self.reading()}"]
+        if self.geometry:
+            lines += ["", *markdown_table(self.geometry, "Geometry of the training rows")]
+        if self.warnings:
+            lines += ["", "Warnings:"] + [f"- {warning}" for warning in self.warnings]
+        return "\n".join(lines) + "\n"
+
     def to_markdown(self) -> str:
         """The summary the CLI prints: input, both probes side by side, the reading, warnings."""
+        if self.task == "multilabel":
+            return self._tag_markdown()
         info, protocol = self.input, self.protocol
         lines = [
             f"# probekit dual probe (v{self.probekit_version})",
@@ -251,12 +316,12 @@ def _usual_permissions(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def _metric_rows(probe, vote, k, scores: dict) -> list[tuple]:
+def _metric_rows(probe, vote, k, scores: dict, keys=SCORE_KEYS, main="accuracy") -> list[tuple]:
     rows = []
-    for name in SCORE_KEYS:
-        if name not in scores:
+    for name in keys:
+        if scores.get(name) is None:
             continue
-        low, high = scores["ci95"] if name == "accuracy" else (math.nan, math.nan)
+        low, high = scores["ci95"] if name == main else (math.nan, math.nan)
         rows.append((probe, vote, k, name, scores[name], low, high,
                      scores.get(f"{name}_std", math.nan)))
     return rows
@@ -275,6 +340,21 @@ def _table_row(probe: str, setting: str, scores: dict) -> str:
              _percent(scores["balanced_accuracy"]), _percent(scores["macro_f1"])]
     if "top5_accuracy" in scores:
         cells.append(_percent(scores["top5_accuracy"]))
+    return "| " + " | ".join(cells) + " |"
+
+
+def _tag_row(probe: str, setting: str, scores: dict) -> str:
+    def percent(name):
+        value = scores.get(name)
+        return "–" if value is None or math.isnan(value) else _percent(value)
+
+    low, high = scores["ci95"]
+    d_prime = scores.get("d_prime")
+    cells = [probe, setting, percent("map"), f"[{_percent(low)}, {_percent(high)}]",
+             percent("roc_auc"),
+             "–" if d_prime is None or math.isnan(d_prime) else f"{d_prime:.2f}",
+             percent("micro_f1"), percent("macro_f1"), percent("micro_f1_tuned"),
+             percent("macro_f1_tuned")]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -301,7 +381,8 @@ def _sizes_text(info: dict, protocol: dict) -> str:
 def _split_text(protocol: dict) -> str:
     split = protocol["split"]
     if split == "holdout":
-        text = f"stratified holdout ({protocol['test_size']:g} test)"
+        kind = "stratified" if protocol.get("stratified", True) else "random"
+        text = f"{kind} holdout ({protocol['test_size']:g} test)"
     elif split == "kfold":
         text = f"stratified {protocol['folds']}-fold (mean ± std)"
     else:

@@ -22,7 +22,8 @@ from scipy.special import ndtri
 from probekit.errors import InputError
 
 _BLOCK_ELEMENTS = 1 << 21  # (tags x samples) elements sorted at once
-_BOOTSTRAP_ELEMENTS = 1 << 22  # (bins x resamples) elements per bootstrap block
+_CHUNK_BINS = 1 << 12  # bins (of whole tags) per bootstrap chunk
+_RESAMPLE_BLOCK = 16  # bootstrap resamples per sparse product
 _FLOAT32_EXACT = 1 << 24  # float32 holds every integer count below this exactly
 
 
@@ -255,70 +256,61 @@ def tune_thresholds(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return thresholds
 
 
-def _bins(y: np.ndarray, s: np.ndarray):
-    """Sparse bin matrix for weighted AP: ``B.T @ w`` gives every tag's bin sums for weights w.
+def _bins(y: np.ndarray, s: np.ndarray) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """Bin matrix of the weighted AP: ``M @ w`` gives every tag's bin sums for row weights w.
 
     For tag c let ``t_1 > ... > t_G`` be the distinct scores held by its positives; sample j falls
     in bin g when ``t_g`` is the highest of them with ``s_jc >= t_g`` (no bin below ``t_G``). With
-    row weights w, ``A_g`` = weight of bin g and ``Q_g`` = weight of its positives (all scoring
-    exactly ``t_g``), the weighted AP is ``(1/TP_G) sum_g Q_g TP_g / N_g`` with ``N_g`` and
-    ``TP_g`` the cumulative sums of A and Q. Rows 0..K-1 of the returned (2K, N) CSR matrix are
-    the A bins of all tags (tag-major), rows K..2K-1 the Q bins; ``starts`` (C + 1,) are the
-    first bin of each tag.
+    row weights w, let ``A_g`` be the weight of bin g and ``Q_g`` that of its positives (they all
+    score exactly ``t_g``); then ``N_g`` and ``TP_g``, the cumulative sums of A and Q, are the
+    weighted samples and positives at or above ``t_g``, and the weighted AP is
+    ``(1/TP_G) sum_g Q_g TP_g / N_g``. Row ``2b`` of the returned (2K, N) CSR matrix is the
+    indicator of A-bin b, row ``2b + 1`` that of Q-bin b, bins numbered tag-major; ``starts``
+    (C + 1,) holds the first bin of each tag.
     """
     n, n_tags = y.shape
     n_bins = np.zeros(n_tags, dtype=np.int64)
-    a_idx, a_bin, q_idx, q_bin = [], [], [], []
+    rows, cols = [], []
     for sl in _tag_blocks(n, n_tags):
         order, _, y_sorted, is_end, tp, prev_tp = _rank(y[:, sl].T, s[:, sl].T)
-        pos_end = is_end & (tp > prev_tp)
+        pos_end = is_end & (tp > prev_tp)  # last rank of a run of ties holding a positive
         n_bins[sl] = pos_end.sum(axis=1)
         first = int(n_bins[: sl.start].sum()) + np.cumsum(n_bins[sl]) - n_bins[sl]
-        bin_ = np.cumsum(pos_end, axis=1) - pos_end  # 0-based bin within the tag
+        bin_ = np.cumsum(pos_end, axis=1) - pos_end  # bin of each rank within its tag
         keep = bin_ < n_bins[sl, None]
-        bin_ += first[:, None]  # tag-major bin id
-        a_idx.append(order[keep])
-        a_bin.append(bin_[keep])
-        q_idx.append(order[y_sorted])
-        q_bin.append(bin_[y_sorted])
+        bin_ += first[:, None]
+        rows += [2 * bin_[keep], 2 * bin_[y_sorted] + 1]
+        cols += [order[keep], order[y_sorted]]
     starts = np.zeros(n_tags + 1, dtype=np.int64)
     np.cumsum(n_bins, out=starts[1:])
-    k = int(starts[-1])
-    indices = np.concatenate(a_idx + q_idx).astype(np.int32)
-    bins = np.concatenate(a_bin + [b + k for b in q_bin])  # rows of the matrix, already sorted
-    indptr = np.zeros(2 * k + 1, dtype=np.int64)
-    np.cumsum(np.bincount(bins, minlength=2 * k), out=indptr[1:])
-    dtype = np.float32 if n < _FLOAT32_EXACT else np.float64
-    matrix = sparse.csr_matrix(
-        (np.ones(len(indices), dtype=dtype), indices, indptr), shape=(2 * k, n)
-    )
-    return matrix, starts
+    rows, cols = np.concatenate(rows), np.concatenate(cols).astype(np.int32)
+    dtype = np.float32 if n < _FLOAT32_EXACT else np.float64  # counts stay exact integers
+    data = np.ones(len(rows), dtype=dtype)
+    return sparse.csr_matrix((data, (rows, cols)), shape=(2 * int(starts[-1]), n)), starts
 
 
-def _weighted_map(bin_sums: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """mAP of each column of ``bin_sums`` (2K, B): A bins then Q bins, tags split at ``starts``.
+def _chunk_map_sums(bin_sums: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of the tags' APs and number of tags with a positive, per resample.
 
-    Tags whose positives all have weight 0 are left out of that column's mean.
+    ``bin_sums`` (2k, B) are the rows of :func:`_bins` times the row counts of B resamples for a
+    run of tags whose first bins are ``starts`` (local: from 0 to k). Counts become int64 so
+    the cumulative sums are exact; the resample axis goes first so they run along memory.
     """
-    k = int(starts[-1])
-    sums = bin_sums.astype(np.float64)
-    a, q = sums[:k], sums[k:]
-    tag_first = starts[:-1][starts[1:] > starts[:-1]]  # first bin of each tag that has bins
-    n_at, tp = np.cumsum(a, axis=0), np.cumsum(q, axis=0)
-    # restart the cumulative sums at each tag (exact: integer-valued float64)
-    before = np.zeros((len(tag_first), sums.shape[1]))
-    before[1:] = n_at[tag_first[1:] - 1]
-    n_at -= np.repeat(before, np.diff(np.append(tag_first, k)), axis=0)
-    before[1:] = tp[tag_first[1:] - 1]
-    tp -= np.repeat(before, np.diff(np.append(tag_first, k)), axis=0)
-    contrib = np.divide(q * tp, n_at, out=np.zeros_like(q), where=q > 0)
-    per_tag = np.add.reduceat(contrib, tag_first, axis=0)
-    positives = tp[np.append(tag_first[1:], k) - 1]
+    first = starts[:-1][np.diff(starts) > 0]  # tags without a positive have no bin
+    size = np.diff(np.append(first, starts[-1]))
+    a = np.ascontiguousarray(bin_sums[0::2].T, dtype=np.int64)  # (B, k) weight of each bin
+    q = np.ascontiguousarray(bin_sums[1::2].T, dtype=np.int64)  # (B, k) weight of its positives
+    n_at = np.cumsum(a, axis=1)
+    tp = np.cumsum(q, axis=1)
+    if len(first) > 1:  # restart both sums at every tag
+        n_at -= np.repeat(np.hstack([np.zeros_like(a[:, :1]), n_at[:, first[1:] - 1]]), size, 1)
+        tp -= np.repeat(np.hstack([np.zeros_like(q[:, :1]), tp[:, first[1:] - 1]]), size, 1)
+    contrib = q * tp / np.maximum(n_at, 1)  # n_at = 0 only where q = tp = 0
+    sums = np.add.reduceat(contrib, first, axis=1)
+    positives = tp[:, first + size - 1]
     scored = positives > 0
-    ap = np.divide(per_tag, positives, out=np.zeros_like(per_tag), where=scored)
-    count = scored.sum(axis=0)
-    with np.errstate(invalid="ignore"):
-        return np.where(count > 0, ap.sum(axis=0) / count, np.nan)
+    ap = np.divide(sums, positives, out=np.zeros_like(sums), where=scored)
+    return ap.sum(axis=1), scored.sum(axis=1)
 
 
 def bootstrap_map_ci(
@@ -332,13 +324,15 @@ def bootstrap_map_ci(
     """Percentile bootstrap interval of :func:`mean_average_precision` over test rows.
 
     Resample r draws its N rows with ``rng.integers(0, N, size=N)``, the r-th such call on
-    ``rng = np.random.default_rng(seed)``; its mAP is exactly (to rounding)
+    ``rng = np.random.default_rng(seed)``; its mAP equals (to rounding)
     ``mean_average_precision(y_true[idx], scores[idx])``, so tags with no drawn positive are left
     out of that resample's mean. Nothing is re-sorted: each tag is sorted once, its samples are
-    put in bins between its positive score levels (:func:`_bins`), and a block of resamples is
-    one sparse product ``B.T @ W`` of that bin matrix with the (N, block) row counts. Memory is
-    the bin matrix (about N C entries at most) plus one block. Resamples with no positive at
-    all (NaN) are ignored by the percentiles.
+    put in bins between its positive score levels (:func:`_bins`), and the bin sums of a block
+    of resamples are one sparse product of that bin matrix with the (N, block) row counts, taken
+    a run of tags at a time so the working set stays small. Memory: the bin matrix (at most
+    about N C + N nonzeros) plus one block. Resamples with no positive at all (NaN) are left out
+    of the percentiles. Each resample costs one pass over the bin matrix: about N C operations
+    for dense labels, far fewer for the sparse labels of tagging data.
 
     Returns
     -------
@@ -348,26 +342,47 @@ def bootstrap_map_ci(
     ----------
     Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, ch. 13 (percentile interval).
     """
-    y, s = _check(y_true, scores)
+    maps = _bootstrap_maps(*_check(y_true, scores), n_resamples=n_resamples, seed=seed)
+    if np.isnan(maps).all():
+        return float("nan"), float("nan")
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.nanpercentile(maps, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def _bootstrap_maps(y: np.ndarray, s: np.ndarray, *, n_resamples: int, seed: int) -> np.ndarray:
+    """mAP of each bootstrap resample, (n_resamples,); see :func:`bootstrap_map_ci`."""
     n = y.shape[0]
     if n_resamples < 1:
         raise InputError(f"n_resamples must be at least 1, got {n_resamples}")
     matrix, starts = _bins(y, s)
     if starts[-1] == 0:
-        return float("nan"), float("nan")
+        return np.full(n_resamples, np.nan)
+    # runs of whole tags holding about _CHUNK_BINS bins each
+    cuts = np.unique(np.searchsorted(starts, np.arange(0, starts[-1], _CHUNK_BINS), "right") - 1)
+    cuts = np.append(cuts, len(starts) - 1)
+    chunks = [
+        (matrix[2 * starts[c0] : 2 * starts[c1]], starts[c0 : c1 + 1] - starts[c0])
+        for c0, c1 in zip(cuts[:-1], cuts[1:], strict=True)
+    ]
+    dtype = matrix.dtype
+    del matrix
     rng = np.random.default_rng(seed)
     maps = np.empty(n_resamples)
-    block = int(np.clip(_BOOTSTRAP_ELEMENTS // max(matrix.shape[0], n), 1, 256))
-    for start in range(0, n_resamples, block):
-        size = min(n_resamples, start + block) - start
+    for start in range(0, n_resamples, _RESAMPLE_BLOCK):
+        size = min(n_resamples, start + _RESAMPLE_BLOCK) - start
         draws = np.stack([rng.integers(0, n, size=n) for _ in range(size)])
         draws += np.arange(size)[:, None] * n  # resample b counts into b*n .. b*n + n - 1
         counts = np.bincount(draws.ravel(), minlength=size * n).reshape(size, n)
-        weights = np.ascontiguousarray(counts.T, dtype=matrix.dtype)  # (N, block)
-        maps[start : start + size] = _weighted_map(matrix @ weights, starts)
-    tail = 100.0 * (1.0 - level) / 2.0
-    low, high = np.nanpercentile(maps, [tail, 100.0 - tail])
-    return float(low), float(high)
+        weights = np.ascontiguousarray(counts.T, dtype=dtype)  # (N, block)
+        total, count = np.zeros(size), np.zeros(size, dtype=np.int64)
+        for chunk, local in chunks:
+            ap_sum, n_scored = _chunk_map_sums(chunk @ weights, local)
+            total += ap_sum
+            count += n_scored
+        with np.errstate(invalid="ignore"):
+            maps[start : start + size] = np.where(count > 0, total / count, np.nan)
+    return maps
 
 
 def tagging_scores(
