@@ -124,7 +124,7 @@ def comparison_markdown(frame, name_a: str = "A", name_b: str = "B", *,
     lines += ["| probe | setting | metric | A | B | B − A | 95% CI of B − A | McNemar p | better |",
               "|---|---|---|---|---|---|---|---|---|"]
     for row in frame.itertuples():
-        percent = row.probe != "geometry"
+        percent = row.probe != "geometry" and row.metric != "d_prime"
         setting = ("" if row.probe in ("linear", "geometry")
                    else f"k={row.k} {row.vote}")
         interval = ("–" if np.isnan(row.delta_ci95_low) else
