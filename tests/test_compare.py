@@ -143,3 +143,40 @@ def test_cli_compare_reports_and_embeddings(tmp_path):
     no_out = runner.invoke(cli, ["evaluate", str(tmp_path / "good.npy"), str(tmp_path / "y.npy"),
                                  "--save-predictions"])
     assert no_out.exit_code == 2 and "--out" in no_out.stderr
+
+
+def test_reports_of_different_tasks_or_test_sets(tmp_path):
+    (X, noisy, y), _ = two_spaces()
+    tags = np.zeros((300, 3), bool)
+    tags[np.arange(300), y % 3] = True
+    single = probekit.dual_probe(X, y, k=(1, 5), geometry=False, n_bootstrap=50)
+    multi = probekit.dual_probe(X, tags, k=(1, 5), geometry=False, n_bootstrap=50)
+    with pytest.raises(InputError, match="cannot compare a multiclass report with a multilabel"):
+        single.compare(multi)
+    other = probekit.dual_probe(X[:200], y[:200], k=(1, 5), geometry=False, n_bootstrap=50)
+    frame = single.compare(other)
+    assert "different test sets" in frame.attrs["notes"][0]
+    single.save(tmp_path / "a.json")
+    other.save(tmp_path / "b.json")
+    result = CliRunner().invoke(cli, ["compare", str(tmp_path / "a.json"),
+                                      str(tmp_path / "b.json")])
+    assert result.exit_code == 0 and "Note: the two runs were scored on different test sets" \
+        in result.output
+    missing = CliRunner().invoke(cli, ["compare", str(tmp_path / "a.json"),
+                                       str(tmp_path / "nowhere.json")])
+    assert missing.exit_code == 2 and "report not found" in missing.stderr
+
+
+def test_cli_compare_two_spaces_of_tags(tmp_path):
+    (X, noisy, y), _ = two_spaces()
+    tags = np.zeros((300, 3), bool)
+    tags[np.arange(300), y % 3] = True
+    tags[::4, (y[::4] + 1) % 3] = True
+    np.save(tmp_path / "a.npy", noisy)
+    np.save(tmp_path / "b.npy", X)
+    np.save(tmp_path / "tags.npy", tags.astype(np.int8))
+    result = CliRunner().invoke(cli, ["compare", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"),
+                                      str(tmp_path / "tags.npy"), "--k", "1,5", "--bootstrap",
+                                      "50", "--no-geometry", "-q"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "| linear |  | map |" in result.output and "Linear CKA" in result.output

@@ -98,3 +98,17 @@ def test_cli_evaluates_a_layer_stack(tmp_path):
     bad = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "stack.npy"),
                                    str(tmp_path / "y.npy"), "--html", str(tmp_path / "x.html")])
     assert bad.exit_code == 2 and bad.stderr.startswith("error:")
+
+
+def test_cli_layer_stack_with_tags(tmp_path):
+    stack, y = layer_stack()
+    np.save(tmp_path / "stack.npy", stack)
+    names = np.array(["a", "b", "c", "d"])
+    (tmp_path / "tags.txt").write_text("\n".join(
+        f"{names[label]};{names[(label + 1) % 4]}" if i % 3 == 0 else names[label]
+        for i, label in enumerate(y)) + "\n")
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "stack.npy"),
+                                      str(tmp_path / "tags.txt"), "--multilabel", "--k", "1,5",
+                                      "--no-geometry", "--bootstrap", "50", "-q"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "tags; split: holdout" in result.output and "Best layer: layer 2" in result.output

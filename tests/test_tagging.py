@@ -135,7 +135,11 @@ def test_tagging_scores_against_sklearn():
     both = scored & ~y.all(axis=0)
     expected_auc = roc_auc_score(y[:, both], s[:, both], average="macro")
     assert out.roc_auc == pytest.approx(expected_auc, rel=1e-12)
-    assert out.d_prime == pytest.approx(np.sqrt(2) * norm.ppf(expected_auc), rel=1e-12)
+    assert out.d_prime_macro_auc == pytest.approx(np.sqrt(2) * norm.ppf(expected_auc),
+                                                  rel=1e-12)
+    per_tag = roc_auc_score(y[:, both], s[:, both], average=None)
+    # HEAR's DPrime: the mean of the per-class d' = sqrt(2) * Phi^-1(AUC_c)
+    assert out.d_prime == pytest.approx(np.mean(norm.ppf(per_tag) * np.sqrt(2.0)), rel=1e-12)
     half, tuned = ss >= 0.5, ss >= thresholds[scored]
     for got, pred in [
         ((out.micro_f1, out.macro_f1), half),

@@ -151,7 +151,7 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
              plot_format, html_path, multilabel, tag_separator, save_predictions, quiet):
     """Run the dual probe on EMBEDDINGS (N x D: .npy .npz .csv .tsv .parquet) and LABELS
     (N labels: .npy .npz .txt .csv .tsv .parquet) and print the summary."""
-    from probekit.data import is_layer_stack, is_tag_file, load_embeddings, load_labels, load_tags
+    from probekit.data import is_layer_stack, load_embeddings
     from probekit.dual import dual_probe
 
     progress = _Progress(not quiet)
@@ -172,6 +172,7 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
                                  "not a layer stack")
             report = _evaluate_layers(embeddings, labels, test_embeddings, test_labels, key=key,
                                       label_key=label_key, label_column=label_column,
+                                      multilabel=multilabel, tag_separator=tag_separator,
                                       **probe_options)
             progress.close()
             if out is not None:
@@ -184,24 +185,14 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
                     click.echo(f"layer curve written to {path}", err=True)
         else:
             X = load_embeddings(embeddings, key=key)
-            multilabel = multilabel or is_tag_file(labels, key=label_key)
-            X_test = y_test = None
-            tag_names, notes = None, []
-            if multilabel:
-                y, tag_names, notes = load_tags(labels, key=label_key, column=label_column,
-                                                separator=tag_separator)
-            else:
-                y = load_labels(labels, key=label_key, column=label_column)
+            y, y_test, tag_names, notes = _load_label_pair(
+                labels, test_labels, multilabel=multilabel, key=label_key, column=label_column,
+                separator=tag_separator)
+            multilabel = tag_names is not None
             _check_header_row(X, y, labels)
+            X_test = None
             if test_embeddings is not None:
                 X_test = load_embeddings(test_embeddings, key=key)
-                if multilabel:
-                    y_test, _, test_notes = load_tags(test_labels, key=label_key,
-                                                      column=label_column,
-                                                      separator=tag_separator, tags=tag_names)
-                    notes += test_notes
-                else:
-                    y_test = load_labels(test_labels, key=label_key, column=label_column)
             report = dual_probe(
                 X, y, X_test=X_test, y_test=y_test, tags=tag_names,
                 projection=(plots_dir is not None or html_path is not None) and not multilabel,
@@ -226,28 +217,53 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
         click.echo(f"report written to {out}", err=True)
 
 
+def _load_label_pair(labels, test_labels, *, multilabel, key, column, separator):
+    """Training (and test) labels: one label per sample, or tags (``multilabel``, or a 2-D 0/1
+    label matrix); the test tags use the training vocabulary. Returns ``(y, y_test, tag names
+    or None, notes)``."""
+    from probekit.data import is_tag_file, load_labels, load_tags
+
+    if not (multilabel or is_tag_file(labels, key=key)):
+        y = load_labels(labels, key=key, column=column)
+        y_test = (None if test_labels is None
+                  else load_labels(test_labels, key=key, column=column))
+        return y, y_test, None, []
+    y, names, notes = load_tags(labels, key=key, column=column, separator=separator)
+    y_test = None
+    if test_labels is not None:
+        y_test, _, test_notes = load_tags(test_labels, key=key, column=column,
+                                          separator=separator, tags=names)
+        notes = notes + test_notes
+    return y, y_test, names, notes
+
+
 def _evaluate_layers(embeddings, labels, test_embeddings, test_labels, *, key, label_key,
-                     label_column, **options):
+                     label_column, multilabel, tag_separator, **options):
     """The dual probe of every layer of a stack (a 3-D array or a glob of files)."""
-    from probekit.data import load_labels, load_layers
+    from probekit.data import load_layers
     from probekit.layers import dual_probe_layers
 
     layers, names = load_layers(embeddings, key=key)
-    y = load_labels(labels, key=label_key, column=label_column)
+    y, y_test, tag_names, notes = _load_label_pair(
+        labels, test_labels, multilabel=multilabel, key=label_key, column=label_column,
+        separator=tag_separator)
     if len(layers[0]) != len(y):
         shape = layers[0].shape
         raise InputError(f"{Path(str(embeddings)).name} is read as a stack of {len(layers)} "
                          f"layers of {shape[0]} x {shape[1]} (3-D input), but {labels.name} "
                          f"holds {len(y)} labels")
-    test_layers = y_test = None
+    test_layers = None
     if test_embeddings is not None:
         test_layers, _ = load_layers(test_embeddings, key=key)
         if len(test_layers) != len(layers):
             raise InputError(f"{len(layers)} training layers ({embeddings}) but "
                              f"{len(test_layers)} test layers ({test_embeddings})")
-        y_test = load_labels(test_labels, key=label_key, column=label_column)
-    return dual_probe_layers(layers, y, X_test=test_layers, y_test=y_test, names=names,
-                             **options)
+    result = dual_probe_layers(layers, y, X_test=test_layers, y_test=y_test, names=names,
+                               tags=tag_names, **options)
+    if notes:
+        result = dataclasses.replace(result, reports=tuple(
+            dataclasses.replace(r, warnings=tuple(notes) + r.warnings) for r in result.reports))
+    return result
 
 
 @cli.command()
@@ -404,12 +420,16 @@ def tune(embeddings, labels, apply_paths, out_dir, objective, epochs, batch_size
               show_default=True)
 @click.option("--geometry/--no-geometry", default=True, show_default=True)
 @click.option("--key", default=None, help="Array name inside .npz embedding files.")
+@click.option("--label-key", default=None, help="Array name inside .npz label files.")
 @click.option("--label-column", default=None, help="Label column of .csv/.tsv/.parquet labels.")
+@click.option("--multilabel", is_flag=True, help="Tags separated by --tag-separator.")
+@click.option("--tag-separator", default=";", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the comparison table as CSV.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def compare(inputs, test_embeddings_a, test_embeddings_b, test_labels, k, metric, test_size,
-            seed, n_bootstrap, geometry, key, label_column, out, quiet):
+            seed, n_bootstrap, geometry, key, label_key, label_column, multilabel, tag_separator,
+            out, quiet):
     """Compare two embedding spaces: A.json B.json (two saved reports; paired tests when both
     were run with --save-predictions on the same test set), or EMB_A EMB_B LABELS (run the dual
     probe on both with one split and seed, with paired tests and linear CKA)."""
@@ -425,11 +445,11 @@ def compare(inputs, test_embeddings_a, test_embeddings_b, test_labels, k, metric
             reports = [Report.load(path) for path in inputs]
             names = [path.name for path in inputs]
         elif len(inputs) == 3:
-            reports, cka_value = _run_both(inputs, test_embeddings_a, test_embeddings_b,
-                                           test_labels, k=k, metric=metric, test_size=test_size,
-                                           seed=seed, n_bootstrap=n_bootstrap, geometry=geometry,
-                                           key=key, label_column=label_column,
-                                           progress=progress)
+            reports, cka_value = _run_both(
+                inputs, test_embeddings_a, test_embeddings_b, test_labels, k=k, metric=metric,
+                test_size=test_size, seed=seed, n_bootstrap=n_bootstrap, geometry=geometry,
+                key=key, label_key=label_key, label_column=label_column, multilabel=multilabel,
+                tag_separator=tag_separator, progress=progress)
             names = [inputs[0].name, inputs[1].name]
         else:
             raise InputError("compare takes A.json B.json, or EMB_A EMB_B LABELS")
@@ -446,11 +466,12 @@ def compare(inputs, test_embeddings_a, test_embeddings_b, test_labels, k, metric
     click.echo(comparison_markdown(frame, *names, cka=cka_value), nl=False)
 
 
-def _run_both(inputs, test_a, test_b, test_labels, *, key, label_column, progress, **options):
-    """Both dual probes with one protocol (and per-sample predictions), and the CKA of the two
-    spaces on their shared rows."""
+def _run_both(inputs, test_a, test_b, test_labels, *, key, label_key, label_column, multilabel,
+              tag_separator, progress, **options):
+    """Both dual probes with one protocol (and per-sample predictions for single labels), and
+    the CKA of the two spaces on their shared rows."""
     from probekit.cka import cka
-    from probekit.data import check_lengths, load_embeddings, load_labels, to_float32
+    from probekit.data import check_lengths, load_embeddings, to_float32
     from probekit.dual import dual_probe
 
     if (test_a is None) != (test_labels is None) or (test_b is None) != (test_labels is None):
@@ -458,17 +479,18 @@ def _run_both(inputs, test_a, test_b, test_labels, *, key, label_column, progres
                          "together")
     path_a, path_b, labels = inputs
     X_a, X_b = load_embeddings(path_a, key=key), load_embeddings(path_b, key=key)
-    y = load_labels(labels, column=label_column)
+    y, y_test, tag_names, notes = _load_label_pair(
+        labels, test_labels, multilabel=multilabel, key=label_key, column=label_column,
+        separator=tag_separator)
     check_lengths(X_a, y)
     check_lengths(X_b, y)
     tests = [None, None]
-    y_test = None
     if test_labels is not None:
-        y_test = load_labels(test_labels, column=label_column)
         tests = [load_embeddings(test_a, key=key), load_embeddings(test_b, key=key)]
-    reports = [dual_probe(X, y, X_test=X_test, y_test=y_test, save_predictions=True,
-                          progress=progress, **options)
+    reports = [dual_probe(X, y, X_test=X_test, y_test=y_test, tags=tag_names,
+                          save_predictions=tag_names is None, progress=progress, **options)
                for X, X_test in zip((X_a, X_b), tests, strict=True)]
+    reports = [dataclasses.replace(r, warnings=tuple(notes) + r.warnings) for r in reports]
     return reports, cka(to_float32(X_a), to_float32(X_b))
 
 

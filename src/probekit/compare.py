@@ -70,9 +70,18 @@ def compare_reports(a: Report, b: Report, *, n_bootstrap: int = 1000, seed: int 
     geometry diagnostic, columns ``probe, vote, k, metric, a, b, delta`` (``b − a``), plus
     ``p_mcnemar``, ``delta_ci95_low``, ``delta_ci95_high`` on the accuracy rows when both runs
     saved per-sample predictions on the same test set (NaN otherwise), and ``better`` (which
-    run is better by the metric's direction, or ``"="``)."""
+    run is better by the metric's direction, or ``"="``). ``frame.attrs["notes"]`` says when
+    the runs were scored on different test sets; reports of different tasks (single-label vs
+    multi-label) are refused."""
     import pandas as pd
 
+    if a.task != b.task:
+        raise InputError(f"cannot compare a {a.task} report with a {b.task} one: their metrics "
+                         "differ")
+    notes = []
+    if a.input.get("test_labels_sha256") != b.input.get("test_labels_sha256"):
+        notes.append("the two runs were scored on different test sets (their test labels "
+                     "differ): the deltas compare different samples and are not paired")
     paired = _paired_columns(a, b, n_bootstrap=n_bootstrap, seed=seed)
     rows = []
     frames = (a.to_frame(), b.to_frame())
@@ -106,7 +115,9 @@ def compare_reports(a: Report, b: Report, *, n_bootstrap: int = 1000, seed: int 
     frame = pd.DataFrame(rows, columns=["probe", "vote", "k", "metric", "a", "b", "delta",
                                         "p_mcnemar", "delta_ci95_low", "delta_ci95_high",
                                         "better"])
-    return frame.astype({"k": "Int64"})
+    frame = frame.astype({"k": "Int64"})
+    frame.attrs["notes"] = notes
+    return frame
 
 
 def comparison_markdown(frame, name_a: str = "A", name_b: str = "B", *,
@@ -137,6 +148,8 @@ def comparison_markdown(frame, name_a: str = "A", name_b: str = "B", *,
                      f"{row.better} |")
     lines += ["", "Probe metrics in percent (deltas in points); geometry values as they are; "
               "'better' follows each metric's good direction (blank: descriptive)."]
+    for note in frame.attrs.get("notes", []):
+        lines += ["", f"Note: {note}."]
     return "\n".join(lines) + "\n"
 
 

@@ -154,7 +154,10 @@ def load_tags(path: str | Path, *, key: str | None = None, column: str | None = 
                 raise InputError(f"{path.name} has {array.shape[1]} tag columns, the training "
                                  f"labels {len(tags)}")
             return array.astype(bool), list(tags) if tags is not None else names, notes
-        cells = [str(cell) for cell in array.reshape(-1)]
+        if array.ndim != 1:
+            raise InputError(f"{path.name}: tags are an N x C 0/1 matrix or one text cell per "
+                             f"sample, got a {array.dtype} array of shape {array.shape}")
+        cells = [str(cell) for cell in array]
     elif suffix == ".txt":  # one line per sample; an empty line is a sample without tags
         try:
             cells = path.read_text(encoding="utf-8").splitlines()

@@ -360,8 +360,9 @@ def multilabel_probe(X, Y, *, X_test=None, Y_test=None, tags=None, k=(1, 5, 10, 
         "test_labels_sha256": hashlib.sha256(
             np.packbits(test_tags, axis=1).tobytes() + repr(kept_names).encode()).hexdigest(),
     }
-    protocol["d_prime"] = ("sqrt(2) * Phi^-1(macro ROC-AUC), as HEAR reports; null when the "
-                           "AUC is 1 (d' is infinite)")
+    protocol["d_prime"] = ("d_prime: mean over tags of sqrt(2) * Phi^-1(AUC_tag), as HEAR's "
+                           "DPrime (null when a tag's AUC is 1: d' is infinite); "
+                           "d_prime_macro_auc: of the macro AUC (AudioSet / PANNs)")
     geometry_values = {}
     if geometry:
         tick = time.perf_counter()

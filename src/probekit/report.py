@@ -23,8 +23,8 @@ from probekit.errors import InputError
 from probekit.geometry import markdown_table
 
 SCORE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
-TAG_KEYS = ("map", "roc_auc", "d_prime", "micro_f1", "macro_f1", "micro_f1_tuned",
-            "macro_f1_tuned")
+TAG_KEYS = ("map", "roc_auc", "d_prime", "d_prime_macro_auc", "micro_f1", "macro_f1",
+            "micro_f1_tuned", "macro_f1_tuned")
 _LINEAR_AHEAD = 0.05  # linear - best kNN above this: globally separable, locally mixed
 _CLOSE = 0.02  # |linear - best kNN| within this: the two probes agree
 
@@ -122,6 +122,8 @@ class Report:
         """Read a report written by :meth:`save`, with its ``.npz`` sidecar when present
         (never unpickled)."""
         path = Path(path)
+        if not path.is_file():
+            raise InputError(f"report not found: {path}")
         try:
             report = cls.from_json(path)
         except (ValueError, KeyError, TypeError) as error:

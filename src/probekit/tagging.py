@@ -33,8 +33,10 @@ class TaggingScores:
 
     All averages run over the ``n_tags_scored`` tags with at least one positive in the test
     labels. ``ci95`` is the percentile bootstrap 95 % interval of ``map``; ``roc_auc`` is the
-    macro AUC over the scored tags that also have a negative, and ``d_prime`` is
-    :func:`d_prime` of that macro AUC (AudioSet / PANNs convention). ``micro_f1`` and
+    macro AUC over the scored tags that also have a negative; ``d_prime`` is the mean over
+    those tags of their :func:`d_prime` (as HEAR's ``DPrime`` computes it; infinite when a tag's
+    AUC is 1) and ``d_prime_macro_auc`` the d′ of the macro AUC (the AudioSet / PANNs
+    convention). ``micro_f1`` and
     ``macro_f1`` threshold the scores at 0.5; the ``*_tuned`` pair uses per-tag thresholds tuned
     on a validation set (:func:`tune_thresholds`) and is ``None`` when none were given.
     """
@@ -43,6 +45,7 @@ class TaggingScores:
     ci95: tuple[float, float]
     roc_auc: float
     d_prime: float
+    d_prime_macro_auc: float
     micro_f1: float
     macro_f1: float
     micro_f1_tuned: float | None
@@ -55,6 +58,7 @@ class TaggingScores:
             "ci95": list(self.ci95),
             "roc_auc": self.roc_auc,
             "d_prime": self.d_prime,
+            "d_prime_macro_auc": self.d_prime_macro_auc,
             "micro_f1": self.micro_f1,
             "macro_f1": self.macro_f1,
         }
@@ -396,7 +400,8 @@ def tagging_scores(
     """All tagging scores of one probe on a test set.
 
     Tags without a positive in ``y_true`` are left out of every average (mAP, macro AUC, micro
-    and macro F1, tuned or not); the caller can name them with :func:`tags_without_positives`.
+    and macro F1, tuned or not; so their false positives do not count in the micro F1 either);
+    the caller can name them with :func:`tags_without_positives`.
     ``thresholds`` (C,) are per-tag thresholds from :func:`tune_thresholds` on a validation set
     (never tune them on the test set); without them the ``*_tuned`` fields are ``None``.
     """
@@ -418,7 +423,9 @@ def tagging_scores(
         map=float(ap[scored].mean()) if scored.any() else float("nan"),
         ci95=(low, high),
         roc_auc=macro_auc,
-        d_prime=float(d_prime(macro_auc)),
+        d_prime=(float(np.mean(d_prime(auc[~np.isnan(auc)]))) if (~np.isnan(auc)).any()
+                 else float("nan")),
+        d_prime_macro_auc=float(d_prime(macro_auc)),
         micro_f1=micro,
         macro_f1=macro,
         micro_f1_tuned=micro_t,

@@ -161,6 +161,35 @@ class AudioDataset(Dataset):
         return WaveformCollate(encoder.preprocess)
 
 
+class SequenceDataset(Dataset):
+    """Variable-length feature sequences (e.g. the cached outputs of a frozen front end) and
+    their targets; batches are ``{"frames": (B, T_max, F) zero-padded, "lengths": (B,)}``."""
+
+    def __init__(self, sequences, targets, classes):
+        if len(sequences) != len(targets):
+            raise ValueError(f"{len(sequences)} sequences but {len(targets)} targets")
+        self.sequences, self.targets, self.classes = sequences, np.asarray(targets), list(classes)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index):
+        return self.sequences[index], torch.as_tensor(self.targets[index])
+
+    def collate(self, encoder=None) -> Callable:
+        return pad_batch
+
+
+def pad_batch(items):
+    """``[(sequence (T_i, F), target), ...] -> ({"frames", "lengths"}, targets)``."""
+    sequences, targets = zip(*items, strict=True)
+    lengths = torch.tensor([len(sequence) for sequence in sequences], dtype=torch.int64)
+    frames = torch.zeros(len(sequences), int(lengths.max()), sequences[0].shape[1])
+    for row, sequence in enumerate(sequences):
+        frames[row, :len(sequence)] = torch.as_tensor(sequence)
+    return {"frames": frames, "lengths": lengths}, torch.stack(list(targets))
+
+
 class WaveformCollate:
     """``[(waveform, target), ...] -> (preprocess(waveforms), stacked targets)`` (picklable, for
     DataLoader workers)."""

@@ -76,3 +76,24 @@ def embed(encoder: torch.nn.Module, data, *, head: torch.nn.Module | None = None
     if not rows:
         raise ValueError("nothing to embed: the data set is empty")
     return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
+
+
+@torch.no_grad()
+def cache_sequences(front_end: torch.nn.Module, data, *, batch_size: int = 64,
+                    device: str | torch.device = "auto") -> list[np.ndarray]:
+    """The front end's output sequence of every item of ``data``, each cut to its own length
+    (float32 numpy, in order): computed once, so that training the layers above costs no
+    front-end passes. ``front_end(**inputs)`` must return (B, T, F) for inputs with
+    ``lengths``."""
+    dataset = dataset_of(data)
+    device = device if isinstance(device, torch.device) else select_device(device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        collate_fn=collate_for(dataset, front_end))
+    front_end.to(device).eval()
+    out = []
+    for inputs, _ in loader:
+        inputs = to_device(inputs, device)
+        sequences = front_end(**inputs).float().cpu().numpy()
+        out += [sequence[:int(length)] for sequence, length in
+                zip(sequences, inputs["lengths"].cpu(), strict=True)]
+    return out

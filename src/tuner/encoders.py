@@ -208,6 +208,78 @@ class GE2EEncoder(nn.Module):
         return embeddings / embeddings.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+def split_lstm(lstm: nn.LSTM, n_lower: int) -> tuple[nn.LSTM, nn.LSTM]:
+    """Two stacked LSTMs that compute what ``lstm`` computes: its first ``n_lower`` layers and
+    the remaining ones, with the weights copied (layer i of the upper one is layer
+    ``n_lower + i`` of ``lstm``)."""
+    if not 1 <= n_lower < lstm.num_layers:
+        raise ValueError(f"n_lower must be in [1, {lstm.num_layers - 1}], got {n_lower}")
+    if lstm.bidirectional or lstm.proj_size:
+        raise ValueError("only unidirectional LSTMs without projections can be split")
+    lower = nn.LSTM(lstm.input_size, lstm.hidden_size, n_lower, batch_first=lstm.batch_first)
+    upper = nn.LSTM(lstm.hidden_size, lstm.hidden_size, lstm.num_layers - n_lower,
+                    batch_first=lstm.batch_first)
+    state = lstm.state_dict()
+    with torch.no_grad():
+        for part, offset in ((lower, 0), (upper, n_lower)):
+            for name, parameter in part.named_parameters():
+                stem, layer = name.rsplit("_l", 1)
+                parameter.copy_(state[f"{stem}_l{int(layer) + offset}"])
+    return lower, upper
+
+
+class GE2EFrontEnd(nn.Module):
+    """The frozen lower LSTM layers of a GE2E encoder: mel frames -> (B, T, 256) hidden
+    sequences (zero past each length). Cache its outputs once (:func:`tuner.embed.
+    cache_sequences`) and train only :class:`GE2ETop` on them: the CPU-friendly way to
+    fine-tune GE2E."""
+
+    sample_rate = GE2EEncoder.sample_rate
+
+    def __init__(self, lstm: nn.LSTM):
+        super().__init__()
+        self.lstm = lstm
+        self.requires_grad_(False)
+
+    preprocess = GE2EEncoder.preprocess
+
+    def forward(self, mels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(
+            mels, lengths.to("cpu", torch.int64), batch_first=True, enforce_sorted=False)
+        output, _ = self.lstm(packed)
+        padded, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True,
+                                                     total_length=mels.shape[1])
+        return padded
+
+
+class GE2ETop(nn.Module):
+    """The trainable upper LSTM layers of a GE2E encoder with its Linear + ReLU + L2 norm:
+    ``forward(frames, lengths)`` on the front end's hidden sequences gives the embedding."""
+
+    dim = GE2EEncoder.dim
+
+    def __init__(self, lstm: nn.LSTM, linear: nn.Linear):
+        super().__init__()
+        self.lstm, self.linear, self.relu = lstm, linear, nn.ReLU()
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(
+            frames, lengths.to("cpu", torch.int64), batch_first=True, enforce_sorted=False)
+        _, (hidden, _) = self.lstm(packed)
+        embeddings = self.relu(self.linear(hidden[-1]))
+        return embeddings / embeddings.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def split_ge2e(encoder: GE2EEncoder, n_frozen: int = 2) -> tuple[GE2EFrontEnd, GE2ETop]:
+    """The frozen front end (the first ``n_frozen`` LSTM layers) and the trainable top (the
+    rest + the linear layer) of ``encoder``, copies of its weights: ``top(front(x))`` equals
+    ``encoder(x)``."""
+    lower, upper = split_lstm(encoder.lstm, n_frozen)
+    linear = nn.Linear(encoder.linear.in_features, encoder.linear.out_features)
+    linear.load_state_dict(encoder.linear.state_dict())
+    return GE2EFrontEnd(lower).eval(), GE2ETop(upper, linear)
+
+
 def _import_transformers():
     try:
         import transformers
