@@ -1,0 +1,269 @@
+"""The paper's two-stage framework on real speech: tune the representation, then probe it.
+
+From the GE2E speech encoder of the Resemblyzer wheel (trained on real speech), on spoken words
+synthesised by ``make_dataset.py`` with a voice-disjoint split, four conditions with the same
+data, order, budget and seeds:
+
+1. ``frozen``: the pretrained encoder as it is;
+2. ``adapter``: frozen encoder + a residual adapter tuned with SupCon on its embeddings;
+3. ``ce``: vanilla fine-tuning with cross-entropy (a linear classifier on the embedding);
+4. ``supcon``: contrastive fine-tuning with SupCon (projection-free: the loss sees the
+   embedding, which is what gets probed).
+
+Fine-tuning trains GE2E's top LSTM layer and its output layer; the two lower LSTM layers stay
+frozen and their outputs are computed once and cached (``tuner.encoders.split_ge2e``), so a
+full run fits on two CPU cores. Every condition is judged by probekit's dual probe on the test
+voices (never heard in training): linear probe, kNN over k with CIs, geometry; ``ce`` and
+``supcon`` are compared with McNemar's exact test and paired bootstrap CIs.
+
+    python examples/spoken_words/run.py --out results/            # full: 3 seeds
+    python examples/spoken_words/run.py --out results/ --quick    # a small check (minutes)
+
+Writes ``results.json`` (every report's summary per seed), ``results.md`` (mean ± std over
+seeds, the paired tests) and figures (``knn_curves.png``; ``umap_<condition>.png`` unless
+``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CONDITIONS = ("frozen", "adapter", "ce", "supcon")
+QUICK_DATA = ["--words", "10", "--variants", "m1,m3,f2,f4,klatt,m5", "--speeds", "140,180",
+              "--pitches", "50"]
+FULL_DATA = ["--words", "35", "--variants", "m1,m3,m5,m7,f2,f4,klatt,grandma",
+             "--speeds", "140,180", "--pitches", "50"]
+GEOMETRY_KEYS = ("alignment", "uniformity", "nc1", "silhouette", "map_at_r")
+
+
+def make_data(out: Path, quick: bool, seed: int) -> Path:
+    data = out / "data"
+    if not (data / "manifest.csv").exists():
+        arguments = QUICK_DATA if quick else FULL_DATA
+        subprocess.run([sys.executable, str(HERE / "make_dataset.py"), "--out", str(data),
+                        "--seed", str(seed), *arguments], check=True)
+    return data
+
+
+def cached_splits(data: Path, front, max_seconds: float) -> dict:
+    """Each split's front-end sequences (computed once), targets and classes."""
+    from tuner.data import AudioDataset
+    from tuner.embed import cache_sequences
+
+    splits, classes = {}, None
+    for name in ("train", "val", "test"):
+        clips = AudioDataset.from_manifest(data / f"{name}.csv", sample_rate=16_000,
+                                           classes=classes, max_seconds=max_seconds)
+        classes = clips.classes
+        splits[name] = (cache_sequences(front, clips), clips.targets)
+    return {"splits": splits, "classes": classes}
+
+
+def probe(train_rows, y_train, test_rows, y_test, *, seed, projection=False):
+    import probekit
+
+    return probekit.dual_probe(train_rows, y_train, X_test=test_rows, y_test=y_test,
+                               n_bootstrap=1000, seed=seed, save_predictions=True,
+                               projection=projection)
+
+
+def run_seed(seed: int, top, cache: dict, *, epochs: int, adapter_epochs: int, lr: float,
+             projection: bool, log) -> dict:
+    """The four conditions for one seed: {condition: Report}."""
+    import torch
+
+    from tuner.adapter import AdapterConfig, apply_adapter, train_adapter
+    from tuner.data import SequenceDataset
+    from tuner.embed import embed
+    from tuner.train import TrainConfig, fit
+
+    classes = cache["classes"]
+    data = {name: SequenceDataset(sequences, targets, classes)
+            for name, (sequences, targets) in cache["splits"].items()}
+    y = {name: dataset.targets for name, dataset in data.items()}
+    reports = {}
+    frozen = {name: embed(top, dataset) for name, dataset in data.items()}
+    reports["frozen"] = probe(frozen["train"], y["train"], frozen["test"], y["test"], seed=seed,
+                              projection=projection)
+    adapter, _ = train_adapter(frozen["train"], y["train"],
+                               AdapterConfig(epochs=adapter_epochs, seed=seed))
+    reports["adapter"] = probe(apply_adapter(adapter, frozen["train"]), y["train"],
+                               apply_adapter(adapter, frozen["test"]), y["test"], seed=seed,
+                               projection=projection)
+    for objective in ("ce", "supcon"):
+        tuned = copy.deepcopy(top)
+        torch.manual_seed(seed)
+        config = TrainConfig(objective=objective, epochs=epochs,
+                             batch_size=min(64, 4 * len(classes)), m=4, lr=lr,
+                             warmup_epochs=1, temperature=0.1, head_dim=None, seed=seed,
+                             probe_every=1, probe_linear=False, progress=False, verbose=False)
+        began = time.perf_counter()
+        result = fit(tuned, data["train"], data["val"], config)
+        log(f"  seed {seed} {objective}: {epochs} epochs in {time.perf_counter() - began:.0f} "
+            f"s, best epoch {result.best_epoch} (val kNN@20 {result.best_score:.3f})")
+        reports[objective] = probe(embed(tuned, data["train"]), y["train"],
+                                   embed(tuned, data["test"]), y["test"], seed=seed,
+                                   projection=projection)
+    return reports
+
+
+def summary(report) -> dict:
+    knn = report.knn
+    row = {"linear": report.linear["accuracy"], "best_knn": knn["best"]["accuracy"],
+           "best_knn_setting": f"{knn['best']['vote']}@{knn['best']['k']}",
+           "knn20": knn["weighted"].get("20", {}).get("accuracy")}
+    row.update({key: report.geometry.get(key) for key in GEOMETRY_KEYS})
+    return row
+
+
+def markdown(rows: dict, tests: list[dict], info: dict) -> str:
+    columns = ["linear", "best_knn", "knn20", *GEOMETRY_KEYS]
+    lines = ["| condition | " + " | ".join(columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for condition in CONDITIONS:
+        cells = []
+        for column in columns:
+            values = np.array([r[column] for r in rows[condition] if r[column] is not None],
+                              dtype=float)
+            if not len(values):
+                cells.append("–")
+                continue
+            percent = column in ("linear", "best_knn", "knn20")
+            scale = 100.0 if percent else 1.0
+            text = f"{scale * values.mean():.2f}" if percent else f"{values.mean():.4g}"
+            if len(values) > 1:
+                text += f" ± {scale * values.std():.2f}" if percent else f" ± {values.std():.2g}"
+            cells.append(text)
+        lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+    lines += ["", "Accuracies in percent on the test voices (never heard in training), mean ± "
+              "std over seeds; kNN@20 is the weighted vote; geometry of the training rows.", "",
+              "Paired tests, supcon (B) against ce (A), per seed:", "",
+              "| seed | probe | A | B | B − A | 95% CI | McNemar p |",
+              "|---|---|---|---|---|---|---|"]
+    for test in tests:
+        lines.append(f"| {test['seed']} | {test['probe']} | {100 * test['a']:.2f} | "
+                     f"{100 * test['b']:.2f} | {100 * test['delta']:+.2f} | "
+                     f"[{100 * test['low']:+.2f}, {100 * test['high']:+.2f}] | "
+                     f"{test['p']:.3g} |")
+    lines += ["", f"Data: {info['clips']}; machine: {info['machine']}; wall time "
+                  f"{info['seconds']:.0f} s; command: `{info['command']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def knn_curves(reports: dict, path: Path) -> None:
+    """kNN (weighted) accuracy against k of all four conditions, with the linear probe of each
+    as a dashed line."""
+    from probekit.plots import OKABE_ITO, _pyplot, figure_style
+
+    plt = _pyplot()
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        for colour, (condition, report) in zip(OKABE_ITO, reports.items(), strict=False):
+            ks = [int(k) for k in report.knn["weighted"]]
+            values = [100 * report.knn["weighted"][str(k)]["accuracy"] for k in ks]
+            ax.plot(ks, values, marker="o", color=colour, label=f"{condition}: kNN")
+            ax.axhline(100 * report.linear["accuracy"], color=colour, linestyle="--",
+                       linewidth=1, label=f"{condition}: linear")
+        ax.set_xscale("log")
+        ax.set_xlabel("k (neighbours)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Weighted kNN vs k (solid) and linear probe (dashed), test voices")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        fig.savefig(path, dpi=150, metadata={"Software": None}, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true", help="small data, 1 seed, few epochs")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a make_dataset.py output folder (default: made in OUT/data)")
+    parser.add_argument("--seeds", default=None, help="comma list (default 0,1,2; quick: 0)")
+    parser.add_argument("--epochs", type=int, default=None, help="default 12 (quick: 3)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--max-seconds", type=float, default=1.6)
+    args = parser.parse_args(argv)
+    began = time.perf_counter()
+
+    def log(line):
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        import torch
+
+        from tuner.encoders import GE2EEncoder, split_ge2e
+    except ImportError as error:
+        log(f"error: needs torch and the tuner extra: pip install 'probekit[audio]' ({error})")
+        return 2
+    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    epochs = args.epochs or (3 if args.quick else 12)
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = args.data or make_data(args.out, args.quick, seeds[0])
+    try:
+        encoder = GE2EEncoder.pretrained()
+    except ImportError as error:
+        log(f"error: {error}")
+        return 2
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    front, top = split_ge2e(encoder, 2)
+    tick = time.perf_counter()
+    cache = cached_splits(data, front, args.max_seconds)
+    sizes = {name: len(sequences) for name, (sequences, _) in cache["splits"].items()}
+    log(f"front end cached for {sizes} clips in {time.perf_counter() - tick:.0f} s")
+    rows = {condition: [] for condition in CONDITIONS}
+    tests, first = [], None
+    for seed in seeds:
+        reports = run_seed(seed, top, cache, epochs=epochs, adapter_epochs=epochs * 3,
+                           lr=args.lr, projection=not args.quick and seed == seeds[0], log=log)
+        first = first or reports
+        for condition, report in reports.items():
+            rows[condition].append({"seed": seed, **summary(report)})
+            log(f"  seed {seed} {condition}: linear {100 * report.linear['accuracy']:.2f}, "
+                f"best kNN {100 * report.knn['best']['accuracy']:.2f}")
+        frame = reports["ce"].compare(reports["supcon"])
+        for row in frame[frame.metric == "accuracy"].itertuples():
+            if row.probe == "linear" or (row.vote == "weighted" and row.k == 20):
+                tests.append({"seed": seed, "probe": "linear" if row.probe == "linear"
+                              else "kNN@20 weighted", "a": row.a, "b": row.b,
+                              "delta": row.delta, "low": row.delta_ci95_low,
+                              "high": row.delta_ci95_high, "p": row.p_mcnemar})
+    knn_curves(first, args.out / "knn_curves.png")
+    if not args.quick:
+        from probekit.plots import projection
+
+        for condition, report in first.items():
+            if "projection_xy" in report.arrays:
+                fig = projection(report)
+                fig.savefig(args.out / f"umap_{condition}.png", dpi=120,
+                            metadata={"Software": None}, bbox_inches="tight")
+    info = {"clips": f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test clips "
+                     f"of {len(cache['classes'])} words",
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
+                       f"{torch.__version__}, "
+                       f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}",
+            "seconds": time.perf_counter() - began,
+            "command": "python examples/spoken_words/run.py " + " ".join(
+                sys.argv[1:] if argv is None else argv)}
+    (args.out / "results.json").write_text(json.dumps(
+        {"rows": rows, "paired_tests": tests, "info": info, "seeds": seeds, "epochs": epochs},
+        indent=2, default=float) + "\n")
+    (args.out / "results.md").write_text(markdown(rows, tests, info))
+    print(markdown(rows, tests, info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The spoken-words example: the data generator (espeak-ng + sox) and the quick end-to-end run.
+Skipped where the Debian packages (apt-get install espeak-ng sox) or the GE2E weights are
+missing; .ci/run installs them."""
+
+import csv
+import hashlib
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "spoken_words"
+needs_tools = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sox") is None,
+    reason="needs Debian's espeak-ng and sox")
+
+
+def make(out, *extra):
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE / "make_dataset.py"), "--out", str(out), "--words",
+         "yes,no,marvin", "--accents", "en-gb,en-us,en-029", "--variants", "m1,f2,klatt",
+         "--speeds", "160", "--pitches", "50", "--jobs", "2", *extra],
+        capture_output=True, text=True, timeout=120)
+
+
+def digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@needs_tools
+def test_make_dataset_is_voice_disjoint_and_reproducible(tmp_path):
+    first = make(tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    assert "27 clips" in first.stdout and "9 voices" in first.stdout
+    rows = list(csv.DictReader(open(tmp_path / "a" / "manifest.csv")))
+    assert len(rows) == 27 and {r["label"] for r in rows} == {"yes", "no", "marvin"}
+    voices = {split: {r["voice"] for r in rows if r["split"] == split}
+              for split in ("train", "val", "test")}
+    assert voices["test"] and not voices["test"] & voices["train"]
+    assert not voices["val"] & voices["train"] and not voices["val"] & voices["test"]
+    import soundfile
+
+    info = soundfile.info(tmp_path / "a" / rows[0]["path"])
+    assert info.samplerate == 16000 and info.channels == 1 and 0.2 < info.duration < 2.0
+    for split in ("train", "val", "test"):
+        assert len(list(csv.DictReader(open(tmp_path / "a" / f"{split}.csv")))) == sum(
+            r["split"] == split for r in rows)
+    assert make(tmp_path / "b").returncode == 0
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    other = make(tmp_path / "c", "--seed", "1")
+    assert other.returncode == 0 and digest(tmp_path / "c") != digest(tmp_path / "a")
+
+
+@needs_tools
+@pytest.mark.skipif(importlib.util.find_spec("resemblyzer") is None or
+                    importlib.util.find_spec("torch") is None,
+                    reason="needs torch and the GE2E weights of the resemblyzer wheel")
+def test_quick_run_compares_the_four_conditions(tmp_path):
+    run = subprocess.run([sys.executable, str(EXAMPLE / "run.py"), "--out", str(tmp_path),
+                          "--quick"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["rows"]) == {"frozen", "adapter", "ce", "supcon"}
+    for rows in results["rows"].values():
+        assert 0.0 <= rows[0]["linear"] <= 1.0 and rows[0]["alignment"] is not None
+    assert {test["probe"] for test in results["paired_tests"]} == {"linear", "kNN@20 weighted"}
+    assert all(0.0 <= test["p"] <= 1.0 for test in results["paired_tests"])
+    assert (tmp_path / "knn_curves.png").stat().st_size > 1000
+    assert "| supcon |" in (tmp_path / "results.md").read_text()
