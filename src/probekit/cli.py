@@ -593,6 +593,33 @@ def finetune(train_manifest, encoder_spec, pooling, val_manifest, embed_manifest
         _fail_os(error)
 
 
+@cli.command()
+@click.argument("dataset", type=click.Choice(["esc50", "speech-commands", "fsd50k"]))
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Folder for the manifests.")
+def manifest(dataset, root, out_dir):
+    """Build path,label manifests with the official splits of DATASET (esc50: 5 folds;
+    speech-commands: v2 validation/testing lists; fsd50k: multi-label) from its metadata files
+    under ROOT, for probekit finetune / embed."""
+    try:
+        try:
+            from tuner.manifests import build
+        except ImportError as error:
+            raise InputError(f"this command needs the tuner package's torch: pip install "
+                             f"'probekit[tuner]' ({error})") from None
+        try:
+            counts = build(dataset, root, out_dir)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+    except InputError as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail_os(error)
+    for name, count in counts.items():
+        click.echo(f"{out_dir / name}: {count} clips")
+
+
 @cli.command("embed")
 @click.argument("manifests", nargs=-1, required=True,
                 type=click.Path(dir_okay=False, path_type=Path))
