@@ -161,6 +161,26 @@ class AudioDataset(Dataset):
         return WaveformCollate(encoder.preprocess)
 
 
+class WaveformDataset(Dataset):
+    """Waveforms held in memory (mono float32 at ``sample_rate``) and their targets; batches go
+    through the encoder's ``preprocess`` like :class:`AudioDataset`'s."""
+
+    def __init__(self, waves, targets, classes, *, sample_rate: int):
+        if len(waves) != len(targets):
+            raise ValueError(f"{len(waves)} waveforms but {len(targets)} targets")
+        self.waves, self.targets, self.classes = list(waves), np.asarray(targets), list(classes)
+        self.sample_rate = int(sample_rate)
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    def __getitem__(self, index):
+        return self.waves[index], torch.as_tensor(self.targets[index])
+
+    def collate(self, encoder) -> Callable:
+        return WaveformCollate(encoder.preprocess)
+
+
 class SequenceDataset(Dataset):
     """Variable-length feature sequences (e.g. the cached outputs of a frozen front end) and
     their targets; batches are ``{"frames": (B, T_max, F) zero-padded, "lengths": (B,)}``."""
