@@ -222,7 +222,7 @@ def multilabel_markdown(rows: dict) -> str:
             cells.append(text)
         lines.append(f"| {condition} | " + " | ".join(cells) + " |")
     lines += ["", "Multi-label clips (2-3 words of one voice in a row; 1200 train / 600 test "
-              "mixtures, 400 / 200 with --quick), test voices; mAP and F1 in percent, mean ± std "
+              "mixtures, 200 / 100 with --quick), test voices; mAP and F1 in percent, mean ± std "
               "over seeds; half the single-label epochs."]
     return "\n".join(lines) + "\n"
 
@@ -285,6 +285,9 @@ def knn_curves(reports: dict, path: Path) -> None:
             ax.axhline(100 * report.linear["accuracy"], color=colour, linestyle="--",
                        linewidth=1, label=f"{condition}: linear")
         ax.set_xscale("log")
+        ax.set_xticks(ks)
+        ax.set_xticklabels([str(k) for k in ks])
+        ax.minorticks_off()
         ax.set_xlabel("k (neighbours)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title("Weighted kNN vs k (solid) and linear probe (dashed), test voices")
@@ -357,7 +360,7 @@ def main(argv=None) -> int:
         for seed in seeds:
             for condition, report in run_multilabel(
                     seed, top, front, data, cache["classes"], epochs=max(2, epochs // 2),
-                    lr=args.lr, max_train=400 if args.quick else 1200, log=log).items():
+                    lr=args.lr, max_train=200 if args.quick else 1200, log=log).items():
                 best = report.knn["best"]
                 multilabel_rows.setdefault(condition, []).append({
                     "seed": seed, "map": report.linear["map"], "best_knn_map": best["map"],
