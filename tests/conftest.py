@@ -1,3 +1,8 @@
+import importlib.util
+import sys
+import types
+import warnings
+
 import numpy as np
 import pytest
 
@@ -23,3 +28,30 @@ def torch_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def synthetic_speechlike(n_samples, seed, amplitude=0.02):
+    """Seeded noise plus two amplitude-modulated tones at 16 kHz."""
+    rng = np.random.default_rng(seed)
+    time = np.arange(n_samples) / 16000
+    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 3 * time)
+    wav = (rng.normal(scale=0.3, size=n_samples)
+           + envelope * np.sin(2 * np.pi * (180 + 40 * seed) * time)
+           + 0.5 * np.sin(2 * np.pi * 1330 * time + 0.3))
+    return (amplitude * wav).astype(np.float32)
+
+
+def import_resemblyzer():
+    """Resemblyzer, or a skip. webrtcvad 2.0.10 imports pkg_resources, which setuptools >= 81
+    no longer ships; its VAD is not used here, so an empty stand-in lets the package import."""
+    if importlib.util.find_spec("resemblyzer") is None:
+        pytest.skip("resemblyzer is not installed")
+    pytest.importorskip("librosa")
+    try:
+        import webrtcvad  # noqa: F401
+    except ImportError:
+        sys.modules.setdefault("webrtcvad", types.ModuleType("webrtcvad"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # scipy.ndimage.morphology
+        import resemblyzer
+    return resemblyzer

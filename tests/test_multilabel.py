@@ -10,13 +10,9 @@ from click.testing import CliRunner
 import probekit
 from probekit.cli import cli
 from probekit.errors import InputError
+from probekit.graph import jaccard_similarity
 from probekit.linear import standardize
-from probekit.multilabel import (
-    fit_ovr_logistic,
-    jaccard_similarity,
-    knn_tag_scores,
-    neighbour_jaccard,
-)
+from probekit.multilabel import fit_ovr_logistic, knn_tag_scores, neighbour_jaccard
 from probekit.tagging import mean_average_precision
 
 

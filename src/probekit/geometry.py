@@ -126,6 +126,7 @@ def diagnose(
     seed: int = 0,
     extra: Iterable[str] = (),
     backend: str = "auto",
+    tags: np.ndarray | None = None,
 ) -> Geometry:
     """Geometry diagnostics of an embedding space (label-free ones only when ``y`` is None).
 
@@ -143,6 +144,8 @@ def diagnose(
     extra : opt-in keys from :data:`EXTRAS`.
     backend : neighbour-search backend of the one graph search (k = 10, or 20 with
         ``mle_intrinsic_dim``), leave-one-out.
+    tags : (N, C) bool tags of multi-label data: adds ``neighbour_jaccard`` from the same
+        graph (:func:`probekit.graph.neighbour_jaccard` over the 10 nearest other rows).
 
     Returns
     -------
@@ -168,9 +171,13 @@ def diagnose(
     needed = (MLE_K + 2 if "mle_intrinsic_dim" in extras else NEIGHBOURHOOD_K) * copies
     k = min(X.shape[0] - 1, needed + copies - 1)
     found = search(vectors, vectors, k, metric=metric, exclude_self=True, backend=backend)
-    return geometry(X, codes, n_classes=n_classes, graph=Graph(
+    shape = geometry(X, codes, n_classes=n_classes, graph=Graph(
         found, vectors, vectors, codes, codes, metric, True, ids), sample_size=sample_size,
         seed=seed, extra=extras, backend=backend)
+    if tags is None:
+        return shape
+    nearest = found.indices[:, :min(NEIGHBOURHOOD_K, found.indices.shape[1])]
+    return shape.with_values(neighbour_jaccard=graph.neighbour_jaccard(nearest, tags, tags))
 
 
 def check_sample_size(sample_size: int) -> None:

@@ -19,6 +19,28 @@ def neighbourhood_hit(neighbor_codes: np.ndarray, query_codes: np.ndarray, k: in
     return float(np.mean(neighbor_codes[:, :k] == query_codes[:, None]))
 
 
+def jaccard_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise ``|A ∩ B| / |A ∪ B|`` of two bool tag matrices of one shape (1 for two empty
+    sets: they agree)."""
+    union = np.count_nonzero(a | b, axis=-1)
+    shared = np.count_nonzero(a & b, axis=-1)
+    return np.where(union > 0, shared / np.maximum(union, 1), 1.0)
+
+
+def neighbour_jaccard(neighbor_indices: np.ndarray, query_tags: np.ndarray,
+                      database_tags: np.ndarray) -> float:
+    """Multi-label neighbourhood agreement: the mean Jaccard similarity between each query's
+    tag set and those of its neighbours (``neighbor_indices`` (n, k) into the database), in
+    row chunks. The multi-label counterpart of :func:`neighbourhood_hit`; 1 when every
+    neighbour carries exactly the query's tags."""
+    total, n, k = 0.0, *neighbor_indices.shape
+    for start, stop in row_chunks(n, k * database_tags.shape[1]):
+        neighbours = database_tags[neighbor_indices[start:stop]]
+        queries = np.broadcast_to(query_tags[start:stop, None, :], neighbours.shape)
+        total += float(jaccard_similarity(queries, neighbours).sum())
+    return total / (n * k)
+
+
 def k_occurrence(indices: np.ndarray, n_database: int, k: int) -> np.ndarray:
     """``N_k(x)``: how often each database row is among a query's k nearest neighbours."""
     return np.bincount(indices[:, :k].ravel(), minlength=n_database)

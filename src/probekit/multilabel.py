@@ -28,7 +28,7 @@ import time
 import numpy as np
 from scipy.special import expit
 
-from probekit import __version__, pairwise
+from probekit import __version__, graph, pairwise
 from probekit.data import check_embeddings, check_same_dimensions
 from probekit.errors import InputError
 from probekit.geometry import NEIGHBOURHOOD_K, diagnose
@@ -168,30 +168,19 @@ def linear_tag_probe(X, Y, X_test, *, C=DEFAULT_C_GRID, val_rows, fit_rows, trai
             "refit_n_iter": refit_iter, "refit_converged": refit_done, "notes": notes}
 
 
-def jaccard_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise ``|A ∩ B| / |A ∪ B|`` of two bool tag matrices of one shape (1 for two empty
-    sets: they agree)."""
-    union = np.count_nonzero(a | b, axis=-1)
-    shared = np.count_nonzero(a & b, axis=-1)
-    return np.where(union > 0, shared / np.maximum(union, 1), 1.0)
-
-
 def neighbour_jaccard(X, tags: np.ndarray, *, k: int = NEIGHBOURHOOD_K, metric: str = "cosine",
                       sample_size: int = 5000, seed: int = 0, backend: str = "auto") -> float:
     """Multi-label neighbourhood agreement: the mean Jaccard similarity between a row's tag set
     and those of its ``k`` nearest other rows (leave-one-out), over a seeded sample of at most
-    ``sample_size`` query rows. The multi-label counterpart of the neighbourhood hit; 1 when
-    every neighbour carries exactly the row's tags."""
+    ``sample_size`` query rows: :func:`probekit.graph.neighbour_jaccard` after its own search
+    (:func:`probekit.dual_probe` takes it from the geometry's graph instead)."""
     vectors = prepare_vectors(X, metric=metric)
     k = min(k, len(vectors) - 1)
     queries = pairwise.sample_rows(len(vectors), sample_size, seed)
     found = search(vectors, vectors, k, metric=metric, exclude_self=True, backend=backend) \
         if len(queries) == len(vectors) else _sampled_search(vectors, queries, k, metric,
                                                              backend)
-    neighbours = tags[found.indices]
-    query_tags = tags[queries][:, None, :]
-    return float(np.mean(jaccard_similarity(np.broadcast_to(query_tags, neighbours.shape),
-                                            neighbours)))
+    return graph.neighbour_jaccard(found.indices, tags[queries], tags)
 
 
 def _sampled_search(vectors, queries, k, metric, backend):
@@ -367,12 +356,8 @@ def multilabel_probe(X, Y, *, X_test=None, Y_test=None, tags=None, k=(1, 5, 10, 
     if geometry:
         tick = time.perf_counter()
         rows_X = X if train_rows is None else X[train_rows]
-        shape = diagnose(rows_X, None, metric=metric, sample_size=geometry_sample, seed=seed,
-                         backend=backend)
-        shape = shape.with_values(neighbour_jaccard=neighbour_jaccard(
-            rows_X, train_tags, metric=metric, sample_size=geometry_sample, seed=seed,
-            backend=backend))
-        geometry_values = shape.to_dict()
+        geometry_values = diagnose(rows_X, None, metric=metric, sample_size=geometry_sample,
+                                   seed=seed, backend=backend, tags=train_tags).to_dict()
         geometry_time = time.perf_counter() - tick
     else:
         geometry_time = 0.0

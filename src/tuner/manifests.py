@@ -19,6 +19,7 @@ that the audio files it lists exist and says how many rows each manifest got.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,15 +27,16 @@ BUILDERS = ("esc50", "speech-commands", "fsd50k")
 
 
 def write_manifest(path: Path, rows: Iterable[tuple[Path, str]]) -> int:
-    """``path,label`` rows to ``path`` (written whole, then renamed); returns the row count."""
+    """``path,label`` rows to ``path`` (atomically); returns the row count."""
+    from probekit.report import write_atomically
+
     rows = list(rows)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "label"])
+    writer.writerows((str(audio), label) for audio, label in rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["path", "label"])
-        writer.writerows((str(audio), label) for audio, label in rows)
-    temporary.replace(path)
+    write_atomically(path, text.getvalue())
     return len(rows)
 
 
