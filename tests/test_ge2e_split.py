@@ -10,7 +10,7 @@ from torch import nn  # noqa: E402
 
 from tuner.data import SequenceDataset, pad_batch  # noqa: E402
 from tuner.embed import cache_sequences, embed  # noqa: E402
-from tuner.encoders import GE2EEncoder, split_ge2e, split_lstm  # noqa: E402
+from tuner.encoders import GE2EEncoder, last_states, split_ge2e, split_lstm  # noqa: E402
 from tuner.train import TrainConfig, fit  # noqa: E402
 
 
@@ -28,6 +28,29 @@ def test_split_lstm_computes_the_same_sequence():
     torch.testing.assert_close(upper(lower(x)[0])[0], lstm(x)[0])
     with pytest.raises(ValueError, match="n_lower"):
         split_lstm(lstm, 3)
+
+
+def test_last_states_equal_a_packed_lstm_in_value_and_gradient():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(5, 7, 2, batch_first=True)
+    padded = torch.randn(4, 9, 5)
+    lengths = torch.tensor([9, 3, 1, 6])
+    for b, length in enumerate(lengths):
+        padded[b, length:] = 100.0  # padding of any value must not matter
+    ours = last_states(lstm, padded, lengths)
+    (ours ** 2).sum().backward()
+    ours_grad = [p.grad.clone() for p in lstm.parameters()]
+    lstm.zero_grad()
+    packed = nn.utils.rnn.pack_padded_sequence(padded, lengths, batch_first=True,
+                                               enforce_sorted=False)
+    _, (hidden, _) = lstm(packed)
+    torch.testing.assert_close(ours, hidden[-1])
+    (hidden[-1] ** 2).sum().backward()
+    for mine, reference in zip(ours_grad, (p.grad for p in lstm.parameters()), strict=True):
+        torch.testing.assert_close(mine, reference)
+    torch.testing.assert_close(last_states(lstm, padded[:1], None), hidden[-1][:1])
+    with pytest.raises(ValueError, match="lengths"):
+        last_states(lstm, padded, torch.tensor([9, 3, 0, 6]))
 
 
 def test_front_end_and_top_equal_the_whole_encoder_and_cache_per_length():

@@ -55,7 +55,7 @@ def test_ge2e_padded_batches_equal_one_at_a_time_and_are_unit_norm(ge2e):
     assert torch.all(batched >= 0)  # ReLU before the normalisation
 
 
-def test_ge2e_packing_without_weights_and_tiny_waveforms():
+def test_ge2e_padding_without_weights_and_tiny_waveforms():
     torch.manual_seed(0)
     encoder = GE2EEncoder().eval()
     assert (encoder.sample_rate, encoder.dim) == (16000, 256)
