@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "spoken_words"
@@ -65,10 +66,31 @@ def test_quick_run_compares_the_four_conditions(tmp_path):
                           "--quick"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["rows"]) == {"frozen", "adapter", "ce", "supcon"}
-    for rows in results["rows"].values():
+    assert set(results["settings"]) == {"all"}
+    setting = results["settings"]["all"]
+    assert set(setting["rows"]) == {"frozen", "adapter", "ce", "supcon"}
+    for rows in setting["rows"].values():
         assert 0.0 <= rows[0]["linear"] <= 1.0 and rows[0]["alignment"] is not None
-    assert {test["probe"] for test in results["paired_tests"]} == {"linear", "kNN@20 weighted"}
-    assert all(0.0 <= test["p"] <= 1.0 for test in results["paired_tests"])
-    assert (tmp_path / "knn_curves.png").stat().st_size > 1000
+    assert {test["probe"] for test in setting["tests"]} == {"linear", "kNN@20 weighted"}
+    assert all(0.0 <= test["p"] <= 1.0 for test in setting["tests"])
+    assert setting["epochs"] >= 2 and results["steps"] == 50
+    assert set(results["multilabel_rows"]) == {"frozen", "bce", "jaccard"}
+    assert (tmp_path / "knn_curves_all.png").stat().st_size > 1000
     assert "| supcon |" in (tmp_path / "results.md").read_text()
+
+
+def test_run_rejects_bad_settings_in_one_line(tmp_path):
+    spec = importlib.util.spec_from_file_location("spoken_words_run", EXAMPLE / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    assert run.parse_settings("8, all") == [8, None]
+    with pytest.raises(ValueError, match="positive numbers or 'all'"):
+        run.parse_settings("8,0")
+    (tmp_path / "train.csv").write_text("path,label,voice\na.wav,yes,v1\nb.wav,no,v2\n"
+                                        "c.wav,no,v1\nd.wav,yes,v3\n")
+    mask = run.training_voices(tmp_path, 2, seed=0)
+    assert mask.dtype == bool and len(set(np.array(["v1", "v2", "v1", "v3"])[mask])) == 2
+    assert (mask == run.training_voices(tmp_path, 2, seed=0)).all()
+    assert run.training_voices(tmp_path, None, seed=0).all()
+    with pytest.raises(ValueError, match="has 3 training voices"):
+        run.training_voices(tmp_path, 4, seed=0)

@@ -16,16 +16,23 @@ full run fits on two CPU cores. Every condition is judged by probekit's dual pro
 voices (never heard in training): linear probe, kNN over k with CIs, geometry; ``ce`` and
 ``supcon`` are compared with McNemar's exact test and paired bootstrap CIs.
 
-    python examples/spoken_words/run.py --out results/            # full: 3 seeds
+The comparison runs in one or more *settings* (``--train-voices``): training on the clips of N
+training voices (a seeded choice per seed) or of all of them, always tested on the same
+held-out voices. Each fine-tuning run gets the same budget of optimizer steps (``--steps``),
+so a setting with fewer clips trains for more epochs; the best epoch by validation kNN@20 is
+kept.
+
+    python examples/spoken_words/run.py --out results/            # full: 3 seeds, 8 and all voices
     python examples/spoken_words/run.py --out results/ --quick    # a small check (minutes)
 
 A multi-label variant follows (unless ``--no-multilabel``): clips of two or three words of one
 voice in a row, labelled with the set of words, frozen vs binary cross-entropy vs Jaccard SupCon
 fine-tuning, scored by mAP.
 
-Writes ``results.json`` (every report's summary per seed), ``results.md`` (mean ± std over
-seeds, the paired tests) and figures (``knn_curves.png``; ``umap_<condition>.png`` unless
-``--quick``).
+Writes ``results.json`` (every report's summary per setting and seed), ``results.md`` (mean ±
+std over seeds, the paired tests) and figures of the first seed: ``knn_curves_<setting>.png``
+for every setting and, unless ``--quick``, ``umap_<setting>_<condition>.png`` for the first
+setting (``<setting>`` is ``voices8`` or ``all``).
 """
 
 from __future__ import annotations
@@ -45,8 +52,7 @@ HERE = Path(__file__).resolve().parent
 CONDITIONS = ("frozen", "adapter", "ce", "supcon")
 QUICK_DATA = ["--words", "10", "--variants", "m1,m3,f2,f4,klatt,m5", "--speeds", "140,180",
               "--pitches", "50"]
-FULL_DATA = ["--words", "35", "--variants", "m1,m3,m5,m7,f2,f4,klatt,grandma",
-             "--speeds", "140,180", "--pitches", "50"]
+FULL_DATA = ["--words", "35", "--speeds", "140,180", "--pitches", "50", "--snrs", "20,10,5,0"]
 GEOMETRY_KEYS = ("alignment", "uniformity", "nc1", "silhouette", "map_at_r")
 
 
@@ -81,9 +87,37 @@ def probe(train_rows, y_train, test_rows, y_test, *, seed, projection=False):
                                projection=projection)
 
 
-def run_seed(seed: int, top, cache: dict, *, epochs: int, adapter_epochs: int, lr: float,
-             projection: bool, log) -> dict:
-    """The four conditions for one seed: {condition: Report}."""
+def training_voices(data: Path, count: int | None, seed: int) -> np.ndarray:
+    """Which rows of ``train.csv`` a setting trains on: the clips of ``count`` training voices
+    (a seeded choice) or, for None, all of them (boolean mask)."""
+    voices = np.array([row["voice"] for row in _rows(data / "train.csv")])
+    if count is None:
+        return np.ones(len(voices), dtype=bool)
+    names = np.unique(voices)
+    if not 1 <= count <= len(names):
+        raise ValueError(f"--train-voices {count}: the data has {len(names)} training voices")
+    return np.isin(voices, np.random.default_rng([seed, 5]).choice(names, count, replace=False))
+
+
+def parse_settings(text: str) -> list[int | None]:
+    """``--train-voices`` "8,all" -> [8, None]."""
+    settings = []
+    for item in text.split(","):
+        item = item.strip()
+        if item != "all" and not (item.isdigit() and int(item) > 0):
+            raise ValueError(f"--train-voices takes positive numbers or 'all', got {item!r}")
+        settings.append(None if item == "all" else int(item))
+    return settings
+
+
+def setting_name(count: int | None) -> str:
+    return "all" if count is None else f"voices{count}"
+
+
+def run_seed(seed: int, top, cache: dict, keep: np.ndarray, *, steps: int, lr: float,
+             projection: bool, log) -> tuple[dict, int]:
+    """The four conditions for one seed, trained on the rows ``keep`` of the training split:
+    ({condition: Report}, epochs of each fine-tuning run)."""
     import torch
 
     from tuner.adapter import AdapterConfig, apply_adapter, train_adapter
@@ -92,34 +126,39 @@ def run_seed(seed: int, top, cache: dict, *, epochs: int, adapter_epochs: int, l
     from tuner.train import TrainConfig, fit
 
     classes = cache["classes"]
-    data = {name: SequenceDataset(sequences, targets, classes)
-            for name, (sequences, targets) in cache["splits"].items()}
+    data = {}
+    for name, (sequences, targets) in cache["splits"].items():
+        mask = keep if name == "train" else np.ones(len(sequences), dtype=bool)
+        data[name] = SequenceDataset([seq for seq, kept in zip(sequences, mask, strict=True)
+                                      if kept], np.asarray(targets)[mask], classes)
     y = {name: dataset.targets for name, dataset in data.items()}
+    batch_size = min(64, 4 * len(classes))
+    epochs = max(2, round(steps * batch_size / len(data["train"])))
     reports = {}
     frozen = {name: embed(top, dataset) for name, dataset in data.items()}
     reports["frozen"] = probe(frozen["train"], y["train"], frozen["test"], y["test"], seed=seed,
                               projection=projection)
     adapter, _ = train_adapter(frozen["train"], y["train"],
-                               AdapterConfig(epochs=adapter_epochs, seed=seed))
+                               AdapterConfig(epochs=3 * epochs, seed=seed))
     reports["adapter"] = probe(apply_adapter(adapter, frozen["train"]), y["train"],
                                apply_adapter(adapter, frozen["test"]), y["test"], seed=seed,
                                projection=projection)
     for objective in ("ce", "supcon"):
         tuned = copy.deepcopy(top)
         torch.manual_seed(seed)
-        config = TrainConfig(objective=objective, epochs=epochs,
-                             batch_size=min(64, 4 * len(classes)), m=4, lr=lr,
-                             warmup_epochs=1, temperature=0.1, head_dim=None, seed=seed,
-                             probe_every=1, probe_linear=False, probe_max_train=1000,
-                             progress=False, verbose=False)
+        config = TrainConfig(objective=objective, epochs=epochs, batch_size=batch_size, m=4,
+                             lr=lr, warmup_epochs=1, temperature=0.1, head_dim=None, seed=seed,
+                             probe_every=max(1, epochs // 10), probe_linear=False,
+                             probe_max_train=1000, progress=False, verbose=False)
         began = time.perf_counter()
         result = fit(tuned, data["train"], data["val"], config)
-        log(f"  seed {seed} {objective}: {epochs} epochs in {time.perf_counter() - began:.0f} "
-            f"s, best epoch {result.best_epoch} (val kNN@20 {result.best_score:.3f})")
+        log(f"  seed {seed} {objective}: {len(data['train'])} clips, {epochs} epochs in "
+            f"{time.perf_counter() - began:.0f} s, best epoch {result.best_epoch} (val kNN@20 "
+            f"{result.best_score:.3f})")
         reports[objective] = probe(embed(tuned, data["train"]), y["train"],
                                    embed(tuned, data["test"]), y["test"], seed=seed,
                                    projection=projection)
-    return reports
+    return reports, epochs
 
 
 def mixtures(data: Path, split: str, classes: list[str], seed: int, *, count: int,
@@ -203,7 +242,7 @@ def run_multilabel(seed: int, top, front, data: Path, classes, *, epochs: int, l
     return reports
 
 
-def multilabel_markdown(rows: dict) -> str:
+def multilabel_markdown(rows: dict, epochs: int) -> str:
     columns = ["map", "best_knn_map", "micro_f1_tuned", "neighbour_jaccard"]
     lines = ["| condition | linear mAP | best kNN mAP | linear micro-F1 (tuned) | "
              "neighbour Jaccard |", "|---|---|---|---|---|"]
@@ -223,7 +262,7 @@ def multilabel_markdown(rows: dict) -> str:
         lines.append(f"| {condition} | " + " | ".join(cells) + " |")
     lines += ["", "Multi-label clips (2-3 words of one voice in a row; 1200 train / 600 test "
               "mixtures, 200 / 100 with --quick), test voices; mAP and F1 in percent, mean ± std "
-              "over seeds; half the single-label epochs."]
+              f"over seeds; {epochs} epochs per fine-tuning run."]
     return "\n".join(lines) + "\n"
 
 
@@ -236,38 +275,58 @@ def summary(report) -> dict:
     return row
 
 
-def markdown(rows: dict, tests: list[dict], info: dict) -> str:
+def markdown(settings: dict, info: dict) -> str:
+    """One table per setting (mean ± std over seeds) and its paired tests, per seed."""
     columns = ["linear", "best_knn", "knn20", *GEOMETRY_KEYS]
-    lines = ["| condition | " + " | ".join(columns) + " |",
-             "|---|" + "---|" * len(columns)]
-    for condition in CONDITIONS:
-        cells = []
-        for column in columns:
-            values = np.array([r[column] for r in rows[condition] if r[column] is not None],
-                              dtype=float)
-            if not len(values):
-                cells.append("–")
-                continue
-            percent = column in ("linear", "best_knn", "knn20")
-            scale = 100.0 if percent else 1.0
-            text = f"{scale * values.mean():.2f}" if percent else f"{values.mean():.4g}"
-            if len(values) > 1:
-                text += f" ± {scale * values.std():.2f}" if percent else f" ± {values.std():.2g}"
-            cells.append(text)
-        lines.append(f"| {condition} | " + " | ".join(cells) + " |")
-    lines += ["", "Accuracies in percent on the test voices (never heard in training), mean ± "
-              "std over seeds; kNN@20 is the weighted vote; geometry of the training rows.", "",
-              "Paired tests, supcon (B) against ce (A), per seed:", "",
-              "| seed | probe | A | B | B − A | 95% CI | McNemar p |",
-              "|---|---|---|---|---|---|---|"]
-    for test in tests:
-        lines.append(f"| {test['seed']} | {test['probe']} | {100 * test['a']:.2f} | "
-                     f"{100 * test['b']:.2f} | {100 * test['delta']:+.2f} | "
-                     f"[{100 * test['low']:+.2f}, {100 * test['high']:+.2f}] | "
-                     f"{test['p']:.3g} |")
-    lines += ["", f"Data: {info['clips']}; machine: {info['machine']}; wall time "
-                  f"{info['seconds']:.0f} s; command: `{info['command']}`."]
+    lines = []
+    for setting in settings.values():
+        lines += [f"{setting['title']}: {setting['clips']}, {setting['epochs']} epochs per "
+                  "fine-tuning run", "",
+                  "| condition | " + " | ".join(columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        for condition in CONDITIONS:
+            cells = []
+            for column in columns:
+                values = np.array([r[column] for r in setting["rows"][condition]
+                                   if r[column] is not None], dtype=float)
+                if not len(values):
+                    cells.append("–")
+                    continue
+                percent = column in ("linear", "best_knn", "knn20")
+                scale = 100.0 if percent else 1.0
+                text = f"{scale * values.mean():.2f}" if percent else f"{values.mean():.4g}"
+                if len(values) > 1:
+                    text += (f" ± {scale * values.std():.2f}" if percent
+                             else f" ± {values.std():.2g}")
+                cells.append(text)
+            lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+        lines += ["", "Paired tests, supcon (B) against ce (A), per seed:", "",
+                  "| seed | probe | A | B | B − A | 95% CI | McNemar p |",
+                  "|---|---|---|---|---|---|---|"]
+        for test in setting["tests"]:
+            lines.append(f"| {test['seed']} | {test['probe']} | {100 * test['a']:.2f} | "
+                         f"{100 * test['b']:.2f} | {100 * test['delta']:+.2f} | "
+                         f"[{100 * test['low']:+.2f}, {100 * test['high']:+.2f}] | "
+                         f"{test['p']:.3g} |")
+        lines.append("")
+    lines += ["Accuracies in percent on the test voices (never heard in training), mean ± std "
+              "over seeds; kNN@20 is the weighted vote; geometry of the training rows.", "",
+              f"Data: {info['clips']}; machine: {info['machine']}; wall time "
+              f"{info['seconds']:.0f} s; command: `{info['command']}`."]
     return "\n".join(lines) + "\n"
+
+
+def paired_tests(seed: int, reports: dict) -> list[dict]:
+    """McNemar and paired-bootstrap CI of supcon (B) against ce (A): linear and kNN@20."""
+    frame = reports["ce"].compare(reports["supcon"])
+    tests = []
+    for row in frame[frame.metric == "accuracy"].itertuples():
+        if row.probe == "linear" or (row.vote == "weighted" and row.k == 20):
+            tests.append({"seed": seed, "probe": "linear" if row.probe == "linear"
+                          else "kNN@20 weighted", "a": row.a, "b": row.b, "delta": row.delta,
+                          "low": row.delta_ci95_low, "high": row.delta_ci95_high,
+                          "p": row.p_mcnemar})
+    return tests
 
 
 def knn_curves(reports: dict, path: Path) -> None:
@@ -301,11 +360,17 @@ def knn_curves(reports: dict, path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--quick", action="store_true", help="small data, 1 seed, few epochs")
+    parser.add_argument("--quick", action="store_true", help="small data, 1 seed, few steps")
     parser.add_argument("--data", type=Path, default=None,
                         help="a make_dataset.py output folder (default: made in OUT/data)")
     parser.add_argument("--seeds", default=None, help="comma list (default 0,1,2; quick: 0)")
-    parser.add_argument("--epochs", type=int, default=None, help="default 12 (quick: 3)")
+    parser.add_argument("--train-voices", default=None,
+                        help="settings: comma list of training-voice counts or 'all' "
+                             "(default 8,all; quick: all)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimizer steps of each fine-tuning run (default 300; quick: 50)")
+    parser.add_argument("--multilabel-epochs", type=int, default=None,
+                        help="epochs of the multi-label runs (default 6; quick: 2)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-seconds", type=float, default=1.6)
     parser.add_argument("--no-multilabel", action="store_true",
@@ -323,13 +388,21 @@ def main(argv=None) -> int:
     except ImportError as error:
         log(f"error: needs torch and the tuner extra: pip install 'probekit[audio]' ({error})")
         return 2
-    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
-    epochs = args.epochs or (3 if args.quick else 12)
+    try:
+        seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+        settings = parse_settings(args.train_voices or ("all" if args.quick else "8,all"))
+    except ValueError as error:
+        log(f"error: {error}")
+        return 2
+    steps = args.steps or (50 if args.quick else 300)
+    multilabel_epochs = args.multilabel_epochs or (2 if args.quick else 6)
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.data or make_data(args.out, args.quick, seeds[0])
     try:
         encoder = GE2EEncoder.pretrained()
-    except ImportError as error:
+        masks = {setting_name(count): {seed: training_voices(data, count, seed)
+                                       for seed in seeds} for count in settings}
+    except (ImportError, ValueError) as error:
         log(f"error: {error}")
         return 2
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -338,28 +411,33 @@ def main(argv=None) -> int:
     cache = cached_splits(data, front, args.max_seconds)
     sizes = {name: len(sequences) for name, (sequences, _) in cache["splits"].items()}
     log(f"front end cached for {sizes} clips in {time.perf_counter() - tick:.0f} s")
-    rows = {condition: [] for condition in CONDITIONS}
-    tests, first = [], None
-    for seed in seeds:
-        reports = run_seed(seed, top, cache, epochs=epochs, adapter_epochs=epochs * 3,
-                           lr=args.lr, projection=not args.quick and seed == seeds[0], log=log)
-        first = first or reports
-        for condition, report in reports.items():
-            rows[condition].append({"seed": seed, **summary(report)})
-            log(f"  seed {seed} {condition}: linear {100 * report.linear['accuracy']:.2f}, "
-                f"best kNN {100 * report.knn['best']['accuracy']:.2f}")
-        frame = reports["ce"].compare(reports["supcon"])
-        for row in frame[frame.metric == "accuracy"].itertuples():
-            if row.probe == "linear" or (row.vote == "weighted" and row.k == 20):
-                tests.append({"seed": seed, "probe": "linear" if row.probe == "linear"
-                              else "kNN@20 weighted", "a": row.a, "b": row.b,
-                              "delta": row.delta, "low": row.delta_ci95_low,
-                              "high": row.delta_ci95_high, "p": row.p_mcnemar})
+    n_voices = len({row["voice"] for row in _rows(data / "train.csv")})
+    results, first = {}, {}
+    for count in settings:
+        name = setting_name(count)
+        setting = results[name] = {
+            "title": (f"All {n_voices} training voices" if count is None
+                      else f"{count} of the {n_voices} training voices (a seeded choice per "
+                           "seed)"),
+            "rows": {condition: [] for condition in CONDITIONS}, "tests": []}
+        for seed in seeds:
+            keep = masks[name][seed]
+            reports, setting["epochs"] = run_seed(
+                seed, top, cache, keep, steps=steps, lr=args.lr, log=log,
+                projection=not args.quick and seed == seeds[0] and count == settings[0])
+            setting["clips"] = f"{int(keep.sum())} training clips"
+            first.setdefault(name, reports)
+            for condition, report in reports.items():
+                setting["rows"][condition].append({"seed": seed, **summary(report)})
+                log(f"  {name} seed {seed} {condition}: linear "
+                    f"{100 * report.linear['accuracy']:.2f}, best kNN "
+                    f"{100 * report.knn['best']['accuracy']:.2f}")
+            setting["tests"] += paired_tests(seed, reports)
     multilabel_rows: dict[str, list] = {}
     if not args.no_multilabel:
         for seed in seeds:
             for condition, report in run_multilabel(
-                    seed, top, front, data, cache["classes"], epochs=max(2, epochs // 2),
+                    seed, top, front, data, cache["classes"], epochs=multilabel_epochs,
                     lr=args.lr, max_train=200 if args.quick else 1200, log=log).items():
                 best = report.knn["best"]
                 multilabel_rows.setdefault(condition, []).append({
@@ -368,15 +446,16 @@ def main(argv=None) -> int:
                     "neighbour_jaccard": report.geometry.get("neighbour_jaccard")})
                 log(f"  seed {seed} multi-label {condition}: linear mAP "
                     f"{100 * report.linear['map']:.2f}, best kNN mAP {100 * best['map']:.2f}")
-    knn_curves(first, args.out / "knn_curves.png")
-    if not args.quick:
-        from probekit.plots import projection
+    for name, reports in first.items():
+        knn_curves(reports, args.out / f"knn_curves_{name}.png")
+        if not args.quick:
+            from probekit.plots import projection
 
-        for condition, report in first.items():
-            if "projection_xy" in report.arrays:
-                fig = projection(report)
-                fig.savefig(args.out / f"umap_{condition}.png", dpi=120,
-                            metadata={"Software": None}, bbox_inches="tight")
+            for condition, report in reports.items():
+                if "projection_xy" in report.arrays:
+                    fig = projection(report)
+                    fig.savefig(args.out / f"umap_{name}_{condition}.png", dpi=120,
+                                metadata={"Software": None}, bbox_inches="tight")
     info = {"clips": f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test clips "
                      f"of {len(cache['classes'])} words",
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
@@ -386,11 +465,12 @@ def main(argv=None) -> int:
             "command": "python examples/spoken_words/run.py " + " ".join(
                 sys.argv[1:] if argv is None else argv)}
     (args.out / "results.json").write_text(json.dumps(
-        {"rows": rows, "paired_tests": tests, "multilabel_rows": multilabel_rows, "info": info,
-         "seeds": seeds, "epochs": epochs}, indent=2, default=float) + "\n")
-    text = markdown(rows, tests, info)
+        {"settings": results, "multilabel_rows": multilabel_rows, "info": info,
+         "seeds": seeds, "steps": steps, "multilabel_epochs": multilabel_epochs},
+        indent=2, default=float) + "\n")
+    text = markdown(results, info)
     if multilabel_rows:
-        text += "\n" + multilabel_markdown(multilabel_rows)
+        text += "\n" + multilabel_markdown(multilabel_rows, multilabel_epochs)
     (args.out / "results.md").write_text(text)
     print(text)
     return 0
