@@ -9,6 +9,11 @@ loss from tuner.losses):
    into SupCon with 128 classes x 4 samples.
 2. ``transformer``: a small transformer encoder (4 layers, d_model 256, 4 heads, FFN 1024) on
    64 clips x 200 frames x 80 mel bands, mean-pooled, then head + SupCon.
+3. ``ge2e-top``: GE2E's trainable top (``tuner.encoders.GE2ETop``: one LSTM layer 256 -> 256,
+   linear, ReLU, L2 norm) on 64 cached front-end sequences of 115-230 frames (spoken-word
+   mixtures), SupCon on the embedding, as the spoken-words example trains it. The same top
+   reading its state from a packed sequence (``pack_padded_sequence``, the usual way) is the
+   baseline; the ratio is printed.
 
 On CUDA each runs in float32 and with bf16 autocast and the ratio is printed; on the CPU
 float32 only. The same SupCon loss written the direct way (exp, masked sums, log, as in the
@@ -28,6 +33,7 @@ from torch import nn
 
 from tuner.distributed import select_device
 from tuner.embed import autocast
+from tuner.encoders import GE2ETop
 from tuner.heads import ProjectionHead
 from tuner.losses import SupConLoss
 
@@ -41,6 +47,28 @@ class TinyTransformer(nn.Module):
 
     def forward(self, frames):
         return self.encoder(self.inp(frames)).mean(dim=1)
+
+
+class PackedGE2ETop(GE2ETop):
+    """The baseline: the state at each sequence's end read from a packed sequence."""
+
+    def forward(self, frames, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(frames, lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        _, (hidden, _) = self.lstm(packed)
+        embeddings = self.relu(self.linear(hidden[-1]))
+        return embeddings / embeddings.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+class Sequences(nn.Module):
+    """Calls ``top(frames, lengths)`` on a ``(frames, lengths)`` input."""
+
+    def __init__(self, top):
+        super().__init__()
+        self.top = top
+
+    def forward(self, inputs):
+        return self.top(*inputs)
 
 
 def direct_supcon(features, labels, temperature=0.07):
@@ -109,17 +137,32 @@ def main():
                         lambda: (torch.randn(64, 200, 80, device=device),
                                  torch.arange(64, device=device) % 16)),
     }
+    lengths = torch.linspace(115, 230, 64).round().long().to(device)
+
+    def ge2e_batch():
+        return ((torch.randn(64, 230, 256, device=device), lengths),
+                torch.arange(64, device=device) % 16)
+
+    for label, kind in (("ge2e-top", GE2ETop), ("ge2e-top-packed", PackedGE2ETop)):
+        torch.manual_seed(1)
+        top = kind(nn.LSTM(256, 256, 1, batch_first=True), nn.Linear(256, 256))
+        workloads[label] = (Sequences(top), nn.Identity(), ge2e_batch)
     precisions = [False, True] if device.type == "cuda" else [False]
+    rates_by_label = {}
     for label, (model, head, make_batch) in workloads.items():
         model.to(device)
         head.to(device)
         rates = {amp: steps_per_second(model, head, make_batch, supcon, device, amp, args.steps)
                  for amp in precisions}
-        line = f"{label:16s} float32 {rates[False]:8.1f} steps/s"
+        rates_by_label[label] = rates[False]
+        line = f"{label:16s} float32 {rates[False]:8.2f} steps/s"
         if True in rates:
             line += (f"   bf16 autocast {rates[True]:8.1f} steps/s   "
                      f"ratio {rates[True] / rates[False]:.2f}x")
         print(line)
+    print(f"ge2e-top: padded + last_states {rates_by_label['ge2e-top']:.2f} steps/s, packed "
+          f"{rates_by_label['ge2e-top-packed']:.2f} steps/s, ratio "
+          f"{rates_by_label['ge2e-top'] / rates_by_label['ge2e-top-packed']:.1f}x")
     features = torch.randn(512, 128, device=device, requires_grad=True)
     ours, direct = (loss_seconds(fn, features, labels512) for fn in (supcon, direct_supcon))
     print(f"SupCon loss+backward on 512 x 128: tuner {1e3 * ours:.2f} ms, direct formula "

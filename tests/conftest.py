@@ -55,3 +55,21 @@ def import_resemblyzer():
         warnings.simplefilter("ignore", DeprecationWarning)  # scipy.ndimage.morphology
         import resemblyzer
     return resemblyzer
+
+
+def import_torchcrepe():
+    """torchcrepe (the reference CREPE), or a skip. Its package imports torchaudio, whose
+    compiled library need not match the installed torch (a torchaudio wheel built for another
+    torch fails to load); torchaudio is only used to read files, so an empty stand-in takes its
+    place when it cannot be imported."""
+    if importlib.util.find_spec("torchcrepe") is None:
+        pytest.skip("torchcrepe is not installed")
+    try:
+        import torchaudio  # noqa: F401
+    except Exception:  # ImportError, or OSError from a mismatched compiled library
+        for name in [name for name in sys.modules if name.split(".")[0] == "torchaudio"]:
+            del sys.modules[name]
+        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    import torchcrepe
+
+    return torchcrepe

