@@ -322,11 +322,10 @@ def markdown(settings: dict, info: dict) -> str:
                     cells.append("–")
                     continue
                 percent = column in ("linear", "best_knn", "knn20")
-                scale = 100.0 if percent else 1.0
-                text = f"{scale * values.mean():.2f}" if percent else f"{values.mean():.4g}"
+                scale, decimals = (100.0, 2) if percent else (1.0, 3)
+                text = f"{scale * values.mean():.{decimals}f}"
                 if len(values) > 1:
-                    text += (f" ± {scale * values.std():.2f}" if percent
-                             else f" ± {values.std():.2g}")
+                    text += f" ± {scale * values.std():.{decimals}f}"
                 cells.append(text)
             lines.append(f"| {condition} | " + " | ".join(cells) + " |")
         lines += ["", "Paired tests, supcon (B) against ce (A), per seed:", "",
