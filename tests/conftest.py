@@ -58,26 +58,27 @@ def import_resemblyzer():
 
 
 def import_torchcrepe():
-    """torchcrepe (the reference CREPE), or a skip. Its package imports torchaudio, which need
-    not be installed (probekit installs torchcrepe without dependencies) or may not load (a
-    wheel built for another torch); torchaudio is only used to read files, so an empty
-    stand-in takes its place during the import and is removed afterwards, so that other
-    packages (transformers) still see that torchaudio is not there."""
+    """torchcrepe (the reference CREPE), or a skip. Its package imports torchaudio and resampy,
+    which need not be installed (probekit installs torchcrepe without dependencies) or may not
+    load (a torchaudio built for another torch); they only read and resample files, so an empty
+    stand-in takes the place of each missing one during the import and is removed afterwards,
+    so that other packages (transformers) still see that it is not there."""
     if importlib.util.find_spec("torchcrepe") is None:
         pytest.skip("torchcrepe is not installed")
     if "torchcrepe" in sys.modules:
         return sys.modules["torchcrepe"]
-    try:
-        import torchaudio  # noqa: F401
-    except Exception:  # ImportError, or OSError from a mismatched compiled library
-        for name in [name for name in sys.modules if name.split(".")[0] == "torchaudio"]:
-            del sys.modules[name]
-        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    stand_ins = []
+    for package in ("torchaudio", "resampy"):
         try:
-            import torchcrepe
-        finally:
-            del sys.modules["torchaudio"]
-        return torchcrepe
-    import torchcrepe
-
+            importlib.import_module(package)
+        except Exception:  # ImportError, or OSError from a mismatched compiled library
+            for name in [name for name in sys.modules if name.split(".")[0] == package]:
+                del sys.modules[name]
+            sys.modules[package] = types.ModuleType(package)
+            stand_ins.append(package)
+    try:
+        import torchcrepe
+    finally:
+        for package in stand_ins:
+            del sys.modules[package]
     return torchcrepe

@@ -23,7 +23,7 @@ so a setting with fewer clips trains for more epochs; the best epoch by validati
 kept.
 
     python examples/spoken_words/run.py --out results/            # full: 3 seeds, 8 and all voices
-    python examples/spoken_words/run.py --out results/ --quick    # a small check (minutes)
+    python examples/spoken_words/run.py --out results/ --quick    # a small check (about 1 min)
 
 ``--encoder crepe:tiny`` (or ``crepe``, ``hf:DIR``) runs the same comparison with another
 pre-trained encoder, fine-tuned on waveforms in its last ``--train-last`` blocks (nothing is
