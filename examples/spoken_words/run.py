@@ -154,7 +154,7 @@ def run_seed(seed: int, top, cache: dict, keep: np.ndarray, *, steps: int, lr: f
     batch_size = min(64, 4 * len(classes))
     epochs = max(2, round(steps * batch_size / len(data["train"])))
     reports = {}
-    frozen = {name: embed(top, dataset) for name, dataset in data.items()}
+    frozen = {name: embed(top, data[name]) for name in ("train", "test")}  # val: not probed
     reports["frozen"] = probe(frozen["train"], y["train"], frozen["test"], y["test"], seed=seed,
                               projection=projection)
     adapter, _ = train_adapter(frozen["train"], y["train"],
