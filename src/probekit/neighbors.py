@@ -13,6 +13,14 @@ All are exact; neighbours whose similarities tie are ordered by database index w
 backend (though which tied rows make the cut at the k-th place may differ). Similarities
 are float32. Under ``metric="euclidean"`` the similarity is the negated distance ``-||q - x||``
 so that "larger is nearer" holds for every metric.
+
+Precision: cosine and euclidean searches rank by squared distances between rows centred on the
+database mean, ``||(q - m) - (x - m)||²`` (for unit rows ``cos = 1 - ||q - x||²/2``), not by
+raw inner products. In float32 an inner product of unit vectors carries an error near
+``sqrt(D)·2⁻²⁴`` (about 6e-7 at D = 100), which is larger than ``1 - cos`` of close neighbours
+when all rows point almost the same way (a tight cluster, or data far from the origin): ranked
+by inner products their order would be noise. Centred differences keep the relative precision
+of the distances themselves.
 """
 
 from __future__ import annotations
@@ -168,19 +176,25 @@ def search(
         raise InputError("exclude_self needs the queries to be the database rows")
     name = resolve_backend(backend)
     k_search = k + 1 if exclude_self else k
-    if metric == "euclidean":  # centre on the database mean: same distances, no float32
-        shift = database.mean(axis=0, dtype=np.float64).astype(np.float32)  # cancellation
-        same = queries is database
-        database = database - shift
-        queries = database if same else queries - shift
+    shift = None
+    if metric != "ip":  # rank by distances of centred rows (see the module docstring)
+        shift = database.mean(axis=0, dtype=np.float64).astype(np.float32)
     runner = {"faiss-cpu": _search_faiss, "faiss-gpu": _search_faiss,
               "torch": _search_torch, "numpy": _search_numpy}[name]
-    sims, idx = runner(queries, database, k_search, metric, name, progress)
-    if metric == "euclidean":  # runners return -||q - x||^2; report -||q - x||
-        sims = -np.sqrt(np.maximum(-sims, 0.0))
-    # one order for every backend: similarity descending, ties by database index
-    order = np.lexsort((idx, -sims), axis=1)
-    sims, idx = np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
+    scores, idx = runner(queries, database, k_search, "ip" if shift is None else "euclidean",
+                         shift, name, progress)
+    # one order for every backend: score descending, ties by database index; the scores are
+    # inner products (ip) or -||q - x||^2, sorted before they become similarities, whose
+    # float32 rounding near 1 (cosine) would otherwise turn close neighbours into ties
+    order = np.lexsort((idx, -scores), axis=1)
+    scores = np.take_along_axis(scores, order, axis=1)
+    idx = np.take_along_axis(idx, order, axis=1)
+    if metric == "euclidean":
+        sims = -np.sqrt(np.maximum(-scores, 0.0))
+    elif metric == "cosine":  # unit rows: cos = 1 - ||q - x||^2 / 2
+        sims = np.clip(1.0 + 0.5 * scores, -1.0, 1.0)
+    else:
+        sims = scores
     if exclude_self:
         sims, idx = _drop_self(sims, idx)
     return Neighbors(np.ascontiguousarray(sims, np.float32), idx.astype(np.int64), name)
@@ -197,24 +211,31 @@ def _drop_self(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 # Each runner returns (scores, indices), rows sorted nearest first, where the score is the inner
-# product for cosine/ip and the negated squared distance -||q - x||^2 for euclidean.
+# product for "ip" and the negated squared distance -||q - x||^2 for "euclidean"; ``shift``
+# (None for "ip") is subtracted from queries and database rows, block by block, before any
+# product, so the database is never copied whole (faiss keeps its own copy anyway).
 
 
-def _search_faiss(queries, database, k, metric, name, progress):
+def _centred(block: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+    block = np.asarray(block, dtype=np.float32)
+    return np.ascontiguousarray(block if shift is None else block - shift)
+
+
+def _search_faiss(queries, database, k, metric, shift, name, progress):
     faiss = _import_faiss()
     dim = database.shape[1]
     index = faiss.IndexFlatL2(dim) if metric == "euclidean" else faiss.IndexFlatIP(dim)
     if name == "faiss-gpu":
         resources = faiss.StandardGpuResources()
         index = faiss.index_cpu_to_gpu(resources, 0, index)
-    index.add(np.ascontiguousarray(database, dtype=np.float32))
+    for start, stop in row_chunks(*database.shape):
+        index.add(_centred(database[start:stop], shift))
     n = queries.shape[0]
     sims = np.empty((n, k), dtype=np.float32)
     idx = np.empty((n, k), dtype=np.int64)
     for start in range(0, n, _QUERY_CHUNK):
         stop = min(n, start + _QUERY_CHUNK)
-        block = np.ascontiguousarray(queries[start:stop], dtype=np.float32)
-        sims[start:stop], idx[start:stop] = index.search(block, k)
+        sims[start:stop], idx[start:stop] = index.search(_centred(queries[start:stop], shift), k)
         if progress:
             progress(stop, n)
     if metric == "euclidean":
@@ -222,13 +243,15 @@ def _search_faiss(queries, database, k, metric, name, progress):
     return sims, idx
 
 
-def _search_numpy(queries, database, k, metric, name, progress):
+def _search_numpy(queries, database, k, metric, shift, name, progress):
     n, n_db = queries.shape[0], database.shape[0]
     sims = np.empty((n, k), dtype=np.float32)
     idx = np.empty((n, k), dtype=np.int64)
+    database = _centred(database, shift)
     db_sq = np.einsum("ij,ij->i", database, database) if metric == "euclidean" else None
     for start, stop in row_chunks(n, n_db, _SCORE_ELEMENTS):
-        scores = queries[start:stop] @ database.T
+        block = _centred(queries[start:stop], shift)
+        scores = block @ database.T
         if metric == "euclidean":  # maximise -||x||^2 + 2 q.x  (the query norm is a constant)
             scores = 2.0 * scores - db_sq[None, :]
         if k < n_db:
@@ -240,18 +263,20 @@ def _search_numpy(queries, database, k, metric, name, progress):
         idx[start:stop] = np.take_along_axis(top, order, axis=1)
         sims[start:stop] = np.take_along_axis(top_scores, order, axis=1)
         if metric == "euclidean":
-            q_sq = np.einsum("ij,ij->i", queries[start:stop], queries[start:stop])
-            sims[start:stop] -= q_sq[:, None]
+            sims[start:stop] -= np.einsum("ij,ij->i", block, block)[:, None]
         if progress:
             progress(stop, n)
     return sims, idx
 
 
-def _search_torch(queries, database, k, metric, name, progress):
+def _search_torch(queries, database, k, metric, shift, name, progress):
     torch = _import_torch()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     n, n_db = queries.shape[0], database.shape[0]
-    db = torch.from_numpy(np.ascontiguousarray(database)).to(device)
+    db = torch.from_numpy(np.ascontiguousarray(database, dtype=np.float32)).to(device)
+    offset = None if shift is None else torch.from_numpy(shift).to(device)
+    if offset is not None:
+        db = db - offset
     db_sq = (db * db).sum(1) if metric == "euclidean" else None
     sims = np.empty((n, k), dtype=np.float32)
     idx = np.empty((n, k), dtype=np.int64)
@@ -260,7 +285,10 @@ def _search_torch(queries, database, k, metric, name, progress):
     while start < n:
         stop = min(n, start + step)
         try:
-            q = torch.from_numpy(np.ascontiguousarray(queries[start:stop])).to(device)
+            q = torch.from_numpy(np.ascontiguousarray(queries[start:stop],
+                                                      dtype=np.float32)).to(device)
+            if offset is not None:
+                q = q - offset
             scores = q @ db.T
             if metric == "euclidean":
                 scores = 2.0 * scores - db_sq[None, :] - (q * q).sum(1, keepdim=True)

@@ -111,7 +111,7 @@ def retrieval(unit: np.ndarray, codes: np.ndarray, queries: np.ndarray, *,
     k = min(depth + 1, unit.shape[0])
     if k > 2048 and resolve_backend(backend) == "faiss-gpu":  # faiss-gpu's limit on k
         backend = "torch" if "torch" in available_backends() else "faiss-cpu"
-    found = search(unit[queries], unit, k, metric="ip", backend=backend)
+    found = search(unit[queries], unit, k, metric="cosine", backend=backend)
     indices = found.indices
     mine = indices == queries[:, None]
     mine[~mine.any(axis=1), -1] = True  # self not returned (duplicates): drop the last one
