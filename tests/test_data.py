@@ -533,20 +533,28 @@ def test_encode_train_only():
     y = np.array([30, 10, 20, 10])
     encoding = encode_labels(y)
     assert encoding.test is None
-    assert encoding.classes.tolist() == [10, 20, 30]
+    assert encoding.classes.tolist() == [30, 10, 20]  # order of first appearance
     assert encoding.n_train_classes == 3
-    np.testing.assert_array_equal(encoding.train, [2, 0, 1, 0])
+    np.testing.assert_array_equal(encoding.train, [0, 1, 2, 1])
     assert encoding.train.dtype == np.int64
-    assert encoding.class_names == [10, 20, 30]
+    assert encoding.class_names == [30, 10, 20]
     assert all(type(name) is int for name in encoding.class_names)
+    assert encoding.classes[encoding.display_order].tolist() == [10, 20, 30]
+
+
+def test_codes_do_not_depend_on_what_the_classes_are_called():
+    y = np.array([30, 10, 20, 10, 30])
+    renamed = np.array(["zebra", "ant", "moth", "ant", "zebra"])
+    np.testing.assert_array_equal(encode_labels(y).train, encode_labels(renamed).train)
 
 
 def test_encode_test_only_classes_come_after_train_classes():
     y_train = np.array([3, 1, 1, 7])
     y_test = np.array([5, 1, 0, 3, 0, 7])
     encoding = encode_labels(y_train, y_test)
-    assert encoding.classes.tolist() == [1, 3, 7, 0, 5]
+    assert encoding.classes.tolist() == [3, 1, 7, 5, 0]
     assert encoding.n_train_classes == 3
+    assert encoding.classes[encoding.display_order].tolist() == [1, 3, 7, 0, 5]
     np.testing.assert_array_equal(encoding.classes[encoding.train], y_train)
     np.testing.assert_array_equal(encoding.classes[encoding.test], y_test)
     assert encoding.test.dtype == np.int64
@@ -559,20 +567,22 @@ def test_encode_strings_round_trip():
     y_train = np.array(["dog", "cat", "dog", "emu"])
     y_test = np.array(["ant", "cat", "zebra", "emu", "dog", "ant"])
     encoding = encode_labels(y_train, y_test)
-    assert encoding.classes.tolist() == ["cat", "dog", "emu", "ant", "zebra"]
+    assert encoding.classes.tolist() == ["dog", "cat", "emu", "ant", "zebra"]
     assert encoding.n_train_classes == 3
     np.testing.assert_array_equal(encoding.classes[encoding.train], y_train)
     np.testing.assert_array_equal(encoding.classes[encoding.test], y_test)
-    assert encoding.class_names == ["cat", "dog", "emu", "ant", "zebra"]
+    assert encoding.class_names == ["dog", "cat", "emu", "ant", "zebra"]
+    assert [encoding.class_names[c] for c in encoding.display_order] == [
+        "cat", "dog", "emu", "ant", "zebra"]
 
 
 def test_encode_no_test_only_classes():
     y_train = np.array(["b", "a", "c"])
     y_test = np.array(["c", "c", "a"])
     encoding = encode_labels(y_train, y_test)
-    assert encoding.classes.tolist() == ["a", "b", "c"]
+    assert encoding.classes.tolist() == ["b", "a", "c"]
     assert encoding.n_train_classes == 3
-    np.testing.assert_array_equal(encoding.test, [2, 2, 0])
+    np.testing.assert_array_equal(encoding.test, [2, 2, 1])
 
 
 def test_encode_mixed_kinds_compare_as_strings():

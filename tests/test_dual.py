@@ -195,27 +195,45 @@ def test_kfold_summary_line():
     assert "240 samples in 4 folds (180 train / 60 test per fold)" in text
 
 
-def test_geometry_reuses_the_probe_graph_and_searches_once(monkeypatch):
+def count_searches(monkeypatch) -> list:
+    """Record (queries, k) of every neighbour search, whoever calls it and however it imported
+    ``search``: the backends' runners are looked up at each call, so patching them sees all."""
     from probekit import neighbors
 
     calls = []
-    original = neighbors.search
+    for name in ("_search_faiss", "_search_numpy", "_search_torch"):
+        original = getattr(neighbors, name)
 
-    def counting(*args, **kwargs):
-        calls.append((args[2], kwargs.get("metric")))
-        return original(*args, **kwargs)
+        def counting(queries, database, k, *args, _original=original):
+            calls.append((len(queries), len(database), k))
+            return _original(queries, database, k, *args)
 
-    monkeypatch.setattr(neighbors, "search", counting)
+        monkeypatch.setattr(neighbors, name, counting)
+    return calls
+
+
+def test_geometry_reuses_the_probe_graph_and_searches_once(monkeypatch):
+    calls = count_searches(monkeypatch)
     X, y = gaussian_classes(300, 8, 4, separation=1.0, seed=11)
     report = dual_probe(X, y, k=(1, 20))
-    # one search at k_max serves the probe and the graph diagnostics; MAP@R ranks its sampled
-    # queries to depth R_max + 1 (the largest class in train, 60 rows) in a search of its own
-    assert calls == [(20, "cosine"), (60, "ip")]
+    # one search at k_max (60 test queries against 240 training rows) serves the probe and the
+    # graph diagnostics; two more belong to the geometry alone: MAP@R ranks its sampled
+    # queries to depth R_max + 1 (the largest class in train, 60 rows), and hubness needs a
+    # leave-one-out graph (the 240 sampled training rows, k = 10 plus the row itself)
+    assert calls == [(60, 240, 20), (240, 240, 60), (240, 240, 11)]
     geometry = report.geometry
     assert geometry["protocol"]["graph"].startswith("queries (test)")
     assert geometry["protocol"]["n"] == report.input["n_train"]
     assert 0 <= geometry["ncc_linear_agreement"] <= 1
     assert 0 <= geometry["knn_label_agreement"] <= 1
+
+
+def test_leave_one_out_geometry_searches_no_more_than_the_probe(monkeypatch):
+    calls = count_searches(monkeypatch)
+    X, y = gaussian_classes(300, 8, 4, separation=1.0, seed=11)
+    dual_probe(X, y, k=(1, 20), loo=True)
+    # the probe's leave-one-out graph also serves hubness; MAP@R has its own deeper search
+    assert calls == [(300, 300, 21), (300, 300, 75)]
 
 
 def test_graph_free_geometry_equals_diagnose_on_the_training_rows():
@@ -261,5 +279,5 @@ def test_loo_nearest_centroid_agreement_uses_training_means_only():
     means = np.array([X[train][y[train] == c].mean(axis=0) for c in range(4)])
     nearest = ((X[test][:, None, :] - means[None]) ** 2).sum(-1).argmin(axis=1)
     linear = linear_probe(X[train], y[train], X[test], y[test])
-    expected = np.mean(nearest == linear.predictions.predictions)
+    expected = np.mean(nearest == linear.classes[linear.predictions.predictions])
     assert report.geometry["ncc_linear_agreement"] == pytest.approx(expected)

@@ -19,40 +19,14 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-from scipy import stats
 
 from probekit.errors import InputError
 from probekit.geometry import GOOD_DIRECTION
-from probekit.metrics import bootstrap_ci
+from probekit.metrics import mcnemar_exact, paired_difference_ci
 from probekit.report import Report
 
 PAIRING_KEYS = ("correct_linear", "correct_knn", "correct_knn_settings", "pairing_linear",
                 "pairing_knn")
-
-
-def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
-    """McNemar's exact test on paired per-sample correctness.
-
-    Returns ``{"only_a": b, "only_b": c, "p_value": p}`` with
-    ``p = min(1, 2 · Σ_{i ≤ min(b, c)} C(b + c, i) / 2^(b + c))`` (1 when the runs never
-    disagree).
-    """
-    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
-    if a.shape != b.shape:
-        raise InputError(f"paired correctness of different lengths: {a.shape} vs {b.shape}")
-    only_a, only_b = int(np.count_nonzero(a & ~b)), int(np.count_nonzero(~a & b))
-    n = only_a + only_b
-    p = 1.0 if n == 0 else min(1.0, 2.0 * float(stats.binom.cdf(min(only_a, only_b), n, 0.5)))
-    return {"only_a": only_a, "only_b": only_b, "p_value": p}
-
-
-def paired_difference_ci(correct_a: np.ndarray, correct_b: np.ndarray, *,
-                         n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap 95 % interval of ``mean(correct_b) − mean(correct_a)`` with both
-    runs resampled on the same rows."""
-    difference = np.asarray(correct_b, np.float64) - np.asarray(correct_a, np.float64)
-    low, high = bootstrap_ci(difference, n_resamples=n_resamples, seed=seed)
-    return float(low), float(high)
 
 
 def pairing_hash(test_codes: np.ndarray, class_names, test_rows: np.ndarray | None) -> str:

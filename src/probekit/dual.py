@@ -25,11 +25,13 @@ from probekit.geometry import geometry as diagnostics
 from probekit.knn import (
     DEFAULT_K,
     DEFAULT_TEMPERATURE,
+    READING_VOTE,
     VOTES,
     KNNPredictions,
     best_setting,
     correctness_columns,
     knn_predict,
+    reading_k,
     resolve_k,
     score_knn,
 )
@@ -41,7 +43,7 @@ from probekit.linear import (
     LinearPredictions,
     linear_predict,
 )
-from probekit.metrics import bootstrap_ci, classification_scores
+from probekit.metrics import bootstrap_ci, classification_scores, paired_comparison
 from probekit.neighbors import check_metric, check_no_zero_rows, prepare_vectors
 from probekit.report import SCORE_KEYS, Report
 from probekit.splits import check_class_sizes, stratified_holdout, stratified_kfold
@@ -259,6 +261,8 @@ def dual_probe(
     knn = _knn_section(knn_runs, knn_ci, encoding.n_train_classes)
     knn["backend"] = knn_runs[0][0].backend
     linear = _linear_section(linear_runs, linear_ci, encoding.n_train_classes)
+    comparison = _linear_vs_knn(knn_runs, linear_runs, units, loo=loo, n_bootstrap=n_bootstrap,
+                                seed=seed)
     bootstrap_time = time.perf_counter() - tick
 
     protocol.update({
@@ -275,7 +279,8 @@ def dual_probe(
         "bootstrap": {"resamples": n_bootstrap, "level": 0.95, "seed": seed},
         "backend": {"knn": knn["backend"], "linear": "numpy"},
     })
-    arrays = _figure_arrays(knn_runs, linear_runs, knn["best"], n_classes, shape)
+    order = encoding.display_order
+    arrays = _figure_arrays(knn_runs, linear_runs, knn["best"], n_classes, shape, order)
     if save_predictions:
         arrays.update(_prediction_arrays(knn_runs, linear_runs, units, encoding, loo=loo))
     if projection:
@@ -290,7 +295,9 @@ def dual_probe(
         else:
             rows_X, codes = X, encoding.train
             is_test[units[0].test_rows] = True
-        projected, info = project_2d(rows_X, codes, is_test, seed=seed)
+        position = np.empty_like(order)  # the map's codes in display order, as the report's
+        position[order] = np.arange(len(order))
+        projected, info = project_2d(rows_X, position[codes], is_test, seed=seed)
         arrays.update(projected)
         protocol["projection"] = info
         if info["warning"]:
@@ -299,7 +306,8 @@ def dual_probe(
     return Report(
         probekit_version=__version__,
         input=_input_section(X, units, encoding, loo=loo),
-        protocol=protocol, knn=knn, linear=linear, warnings=tuple(notes), arrays=arrays,
+        protocol=protocol, knn=knn, linear=linear, linear_vs_knn=comparison,
+        warnings=tuple(notes), arrays=arrays,
         geometry={} if shape is None else shape.to_dict(),
         timings={"knn_s": round(knn_time, 4), "linear_s": round(linear_time, 4),
                  "geometry_s": round(geometry_time, 4),
@@ -308,15 +316,39 @@ def dual_probe(
     )
 
 
-def _figure_arrays(knn_runs, linear_runs, best: dict, n_classes: int, shape) -> dict:
+def _linear_vs_knn(knn_runs, linear_runs, units, *, loo: bool, n_bootstrap: int,
+                   seed: int) -> dict:
+    """The linear probe against the fixed kNN setting (:data:`probekit.knn.READING_VOTE` at
+    :func:`probekit.knn.reading_k`) on the test rows both classified: McNemar's exact test
+    and the paired bootstrap CI of ``knn − linear``. Under leave-one-out the kNN probe
+    classified every row, the linear probe the holdout's test rows: those are compared."""
+    ks = knn_runs[0][0].k
+    k = reading_k(ks)
+    column = ks.index(k)
+    linear_correct = np.concatenate([p.predictions == t for p, t in linear_runs])
+    if loo:
+        (predicted, truth), rows = knn_runs[0], units[0].test_rows
+        knn_correct = predicted.predictions[READING_VOTE][column][rows] == truth[rows]
+    else:
+        knn_correct = np.concatenate([p.predictions[READING_VOTE][column] == t
+                                      for p, t in knn_runs])
+    result = paired_comparison(linear_correct, knn_correct, n_resamples=n_bootstrap, seed=seed)
+    return {"vote": READING_VOTE, "k": k, "n_paired": result["n_paired"],
+            "linear": result["a"], "knn": result["b"], "difference": result["difference"],
+            "difference_ci95": result["difference_ci95"], "only_linear": result["only_a"],
+            "only_knn": result["only_b"], "p_value": result["p_value"], "test": result["test"]}
+
+
+def _figure_arrays(knn_runs, linear_runs, best: dict, n_classes: int, shape,
+                   order: np.ndarray) -> dict:
     """The arrays the figures need: the confusion matrices of the linear probe and of the best
-    kNN setting (pooled over folds), and the geometry's spectrum, k-occurrences and similarity
-    histograms."""
+    kNN setting (pooled over folds; rows and columns in display ``order``), and the geometry's
+    spectrum, k-occurrences and similarity histograms."""
     def confusion(pairs):
         counts = np.zeros((n_classes, n_classes), dtype=np.int64)
         for predicted, truth in pairs:
             np.add.at(counts, (truth, predicted), 1)
-        return counts
+        return counts[np.ix_(order, order)]
 
     position = knn_runs[0][0].k.index(best["k"])
     arrays = {
@@ -432,6 +464,7 @@ def _input_section(X, units, encoding, *, loo) -> dict:
         train_counts = np.rint(np.mean([np.bincount(u.train_codes, minlength=n_classes)
                                         for u in units], axis=0)).astype(np.int64)
     test_codes = np.concatenate([u.test_codes for u in units])
+    order = encoding.display_order  # computed on codes by appearance, shown by name
     return {
         "n_samples": int(X.shape[0]),
         "n_train": n_train,
@@ -440,9 +473,9 @@ def _input_section(X, units, encoding, *, loo) -> dict:
         "dim": int(X.shape[1]),
         "dtype": str(X.dtype),
         "n_classes": n_classes,
-        "classes": encoding.class_names,
-        "train_class_counts": train_counts.tolist(),
-        "test_class_counts": np.bincount(test_codes, minlength=n_classes).tolist(),
+        "classes": [encoding.class_names[c] for c in order],
+        "train_class_counts": train_counts[order].tolist(),
+        "test_class_counts": np.bincount(test_codes, minlength=n_classes)[order].tolist(),
         "test_labels_sha256": hashlib.sha256(
             np.ascontiguousarray(test_codes, dtype="<i8").tobytes()
             + repr(encoding.class_names).encode()).hexdigest(),

@@ -32,6 +32,10 @@ from probekit.metrics import ClassificationScores, bootstrap_ci, classification_
 DEFAULT_K = (1, 5, 10, 20, 50, 100)
 DEFAULT_TEMPERATURE = 0.07
 VOTES = ("majority", "weighted")
+# the fixed setting the report's reading compares with the linear probe: chosen in advance (the
+# best setting is chosen on the test set, so comparing with it would favour kNN)
+READING_VOTE = "weighted"
+READING_K = 20
 _VOTE_ELEMENTS = 1 << 22  # query x class cells per block of the vote tables
 
 
@@ -58,7 +62,12 @@ class KNNPredictions:
 
 @dataclass(frozen=True)
 class KNNResult:
-    """Scores of the kNN probe for every vote and k (see :func:`knn_probe`)."""
+    """Scores of the kNN probe for every vote and k (see :func:`knn_probe`).
+
+    ``predictions`` holds class codes; ``classes[code]`` is the label of a code (codes number
+    the classes in order of first appearance in the training labels, then those only in the
+    test labels).
+    """
 
     k: tuple[int, ...]
     metric: str
@@ -68,6 +77,7 @@ class KNNResult:
     majority: dict[int, ClassificationScores]
     weighted: dict[int, ClassificationScores]
     predictions: KNNPredictions
+    classes: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
     warnings: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict:
@@ -83,6 +93,12 @@ def best_setting(scores_by_vote: dict[str, dict[str, dict]]) -> dict:
                   for vote in VOTES for k, scores in scores_by_vote[vote].items()]
     accuracy, _, _, vote, k = max(candidates)
     return {"vote": vote, "k": k, "accuracy": accuracy}
+
+
+def reading_k(ks: Iterable[int]) -> int:
+    """The k of the fixed comparison setting: :data:`READING_K`, or the nearest available k on
+    a log scale (the smaller on ties)."""
+    return min(ks, key=lambda value: (abs(np.log(value / READING_K)), value))
 
 
 def resolve_k(k: Iterable[int], n_candidates: int) -> tuple[tuple[int, ...], list[str]]:
@@ -294,6 +310,6 @@ def knn_probe(
     return KNNResult(
         k=ks, metric=metric, temperature=temperature, loo=loo, backend=predicted.backend,
         majority=scores["majority"], weighted=scores["weighted"], predictions=predicted,
-        warnings=tuple(notes),
+        classes=encoding.classes, warnings=tuple(notes),
     )
 

@@ -355,10 +355,16 @@ def _sweep_notes(grid, converged, max_iter) -> list[str]:
 
 @dataclass(frozen=True)
 class LinearResult:
-    """Scores of the linear probe and how C was chosen (see :func:`linear_probe`)."""
+    """Scores of the linear probe and how C was chosen (see :func:`linear_probe`).
+
+    ``predictions.predictions`` holds class codes; ``classes[code]`` is the label of a code
+    (codes number the classes in order of first appearance in the training labels, then those
+    only in the test labels).
+    """
 
     scores: ClassificationScores
     predictions: LinearPredictions
+    classes: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {**self.scores.to_dict(), **self.predictions.protocol_dict()}
@@ -410,4 +416,4 @@ def linear_probe(
         encoding.test, predicted.predictions, ci95=ci95, true_rank=predicted.true_rank,
         n_classes=encoding.n_train_classes,
     )
-    return LinearResult(scores, predicted)
+    return LinearResult(scores, predicted, encoding.classes)

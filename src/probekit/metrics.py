@@ -1,8 +1,17 @@
-"""Classification metrics on integer label codes, and bootstrap confidence intervals.
+"""Classification metrics on integer label codes, bootstrap confidence intervals, and paired
+tests of two classifiers scored on the same samples.
 
 The point metrics equal scikit-learn's ``accuracy_score``, ``balanced_accuracy_score`` and
 ``f1_score(average="macro", zero_division=0)``; they are computed from one ``bincount`` each so
 they cost O(N + C).
+
+Paired comparisons of two classifiers A and B on the same test rows:
+
+- McNemar's exact test: of the ``n = b + c`` samples the two disagree on (``b``: only A right,
+  ``c``: only B right), under H0 ``b ~ Binomial(n, ½)``; two-sided
+  ``p = min(1, 2 · P[X ≤ min(b, c)])`` (McNemar 1947; the exact form of Edwards 1948);
+- a paired bootstrap 95 % interval of ``acc_B − acc_A``: the same resampled test rows for both
+  (Efron & Tibshirani 1993, ch. 13).
 """
 
 from __future__ import annotations
@@ -10,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from probekit.errors import InputError
 
 TOP5_MIN_CLASSES = 10  # top-5 accuracy is reported only when there are at least this many classes
 _BOOTSTRAP_ELEMENTS = 1 << 23  # resample counts per block
@@ -133,3 +144,47 @@ def classification_scores(
         top5_accuracy=top5,
         ci95=(float(ci95[0]), float(ci95[1])),
     )
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """McNemar's exact test on paired per-sample correctness.
+
+    Returns ``{"only_a": b, "only_b": c, "p_value": p}`` with
+    ``p = min(1, 2 · Σ_{i ≤ min(b, c)} C(b + c, i) / 2^(b + c))`` (1 when the runs never
+    disagree).
+    """
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise InputError(f"paired correctness of different lengths: {a.shape} vs {b.shape}")
+    from scipy import stats
+
+    only_a, only_b = int(np.count_nonzero(a & ~b)), int(np.count_nonzero(~a & b))
+    n = only_a + only_b
+    p = 1.0 if n == 0 else min(1.0, 2.0 * float(stats.binom.cdf(min(only_a, only_b), n, 0.5)))
+    return {"only_a": only_a, "only_b": only_b, "p_value": p}
+
+
+def paired_difference_ci(correct_a: np.ndarray, correct_b: np.ndarray, *,
+                         n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95 % interval of ``mean(correct_b) − mean(correct_a)`` with both
+    runs resampled on the same rows."""
+    difference = np.asarray(correct_b, np.float64) - np.asarray(correct_a, np.float64)
+    low, high = bootstrap_ci(difference, n_resamples=n_resamples, seed=seed)
+    return float(low), float(high)
+
+
+SIGNIFICANCE_LEVEL = 0.05  # a paired difference with McNemar p below this is called significant
+
+
+def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray, *, n_resamples: int = 1000,
+                      seed: int = 0) -> dict:
+    """Two classifiers' per-sample correctness on the same rows, compared: their accuracies,
+    ``difference = acc_B − acc_A``, its paired bootstrap 95 % interval
+    (:func:`paired_difference_ci`), and McNemar's exact test (:func:`mcnemar_exact`)."""
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    test = mcnemar_exact(a, b)
+    low, high = paired_difference_ci(a, b, n_resamples=n_resamples, seed=seed)
+    return {"n_paired": int(a.size), "a": float(a.mean()), "b": float(b.mean()),
+            "difference": float(b.mean() - a.mean()), "difference_ci95": [low, high],
+            "only_a": test["only_a"], "only_b": test["only_b"], "p_value": test["p_value"],
+            "test": "McNemar exact, two-sided"}

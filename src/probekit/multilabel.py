@@ -32,12 +32,13 @@ from probekit import __version__, graph, pairwise
 from probekit.data import check_embeddings, check_same_dimensions
 from probekit.errors import InputError
 from probekit.geometry import NEIGHBOURHOOD_K, diagnose
-from probekit.knn import resolve_k
+from probekit.knn import reading_k, resolve_k
 from probekit.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, lbfgs, standardize
 from probekit.neighbors import check_metric, check_no_zero_rows, prepare_vectors, search
 from probekit.report import Report
 from probekit.tagging import (
     mean_average_precision,
+    paired_map_difference,
     tagging_scores,
     tags_without_positives,
     tune_thresholds,
@@ -317,9 +318,17 @@ def multilabel_probe(X, Y, *, X_test=None, Y_test=None, tags=None, k=(1, 5, 10, 
     best_k = max(ks, key=lambda value: (knn["weighted"][str(value)]["map"], -value))
     knn["best"] = {"vote": "weighted", "k": best_k, "map": knn["weighted"][str(best_k)]["map"]}
     knn["backend"] = found.backend
-    linear_scores = tagging_scores(test_tags, linear.pop("scores"),
+    linear_test_scores = linear.pop("scores")
+    linear_scores = tagging_scores(test_tags, linear_test_scores,
                                    thresholds=linear.pop("thresholds"),
                                    n_bootstrap=n_bootstrap, seed=seed).to_dict()
+    fixed_k = reading_k(ks)
+    paired = paired_map_difference(test_tags, linear_test_scores, knn_scores[fixed_k],
+                                   n_resamples=n_bootstrap, seed=seed)
+    comparison = {"vote": "weighted", "k": fixed_k, "n_paired": paired["n_paired"],
+                  "linear": paired["a"], "knn": paired["b"], "difference": paired["difference"],
+                  "difference_ci95": paired["difference_ci95"], "p_value": paired["p_value"],
+                  "test": paired["test"]}
     bootstrap_time = time.perf_counter() - tick
 
     protocol.update({
@@ -363,7 +372,8 @@ def multilabel_probe(X, Y, *, X_test=None, Y_test=None, tags=None, k=(1, 5, 10, 
         geometry_time = 0.0
     return Report(
         probekit_version=__version__, input=info, protocol=protocol, knn=_finite(knn),
-        linear=_finite({**linear_scores, **linear}), warnings=tuple(notes),
+        linear=_finite({**linear_scores, **linear}), linear_vs_knn=_finite(comparison),
+        warnings=tuple(notes),
         geometry=geometry_values,
         timings={"knn_s": round(knn_time, 4), "linear_s": round(linear_time, 4),
                  "geometry_s": round(geometry_time, 4),

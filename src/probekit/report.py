@@ -25,8 +25,9 @@ from probekit.geometry import markdown_table
 SCORE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
 TAG_KEYS = ("map", "roc_auc", "d_prime", "d_prime_macro_auc", "micro_f1", "macro_f1",
             "micro_f1_tuned", "macro_f1_tuned")
-_LINEAR_AHEAD = 0.05  # linear - best kNN above this: globally separable, locally mixed
-_CLOSE = 0.02  # |linear - best kNN| within this: the two probes agree
+_LINEAR_AHEAD = 0.05  # linear - kNN above this (and significant): globally separable, locally mixed
+_CLOSE = 0.02  # the CI of kNN - linear inside [-this, +this]: the two probes agree
+_SIGNIFICANT = 0.05  # the p-value below which a paired difference counts
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class Report:
     protocol : the protocol actually used (split, seed, k, metric, grids, backends...).
     knn : ``{"majority": {k: scores}, "weighted": {k: scores}, "best": ..., "backend": ...}``.
     linear : scores plus ``C``, ``C_grid``, ``val_accuracy`` and convergence details.
+    linear_vs_knn : the linear probe against the fixed kNN setting (weighted vote, k = 20 or
+        the nearest k run) on the same test samples: both scores, their difference
+        ``knn − linear`` with its paired bootstrap 95 % CI, and the p-value of a paired test
+        (McNemar's exact test; a paired bootstrap for the mAP of tags). The reading uses it.
     geometry : the geometry diagnostics (:meth:`probekit.Geometry.to_dict`), or empty.
     arrays : what the figures need (confusion matrices, spectrum, k-occurrences, similarity
         histograms, the 2-D map); not in the JSON, saved beside it by :meth:`save`.
@@ -55,6 +60,7 @@ class Report:
     warnings: tuple[str, ...] = field(default=())
     timings: dict = field(default_factory=dict)
     geometry: dict = field(default_factory=dict)
+    linear_vs_knn: dict = field(default_factory=dict)
     arrays: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ---------------------------------------------------------------------- conversions
@@ -67,6 +73,7 @@ class Report:
             "protocol": copy.deepcopy(self.protocol),
             "knn": copy.deepcopy(self.knn),
             "linear": copy.deepcopy(self.linear),
+            "linear_vs_knn": copy.deepcopy(self.linear_vs_knn),
             "reading": self.reading(),
             **({"geometry": copy.deepcopy(self.geometry)} if self.geometry else {}),
             "warnings": list(self.warnings),
@@ -79,7 +86,7 @@ class Report:
             probekit_version=data["probekit_version"], input=data["input"],
             protocol=data["protocol"], knn=data["knn"], linear=data["linear"],
             warnings=tuple(data.get("warnings", ())), timings=data.get("timings", {}),
-            geometry=data.get("geometry", {}),
+            geometry=data.get("geometry", {}), linear_vs_knn=data.get("linear_vs_knn", {}),
         )
 
     def to_json(self, path: str | os.PathLike | None = None, *, indent: int = 2) -> str:
@@ -191,41 +198,50 @@ class Report:
     # ---------------------------------------------------------------------- reading
 
     def reading(self) -> str:
-        """One sentence reading the two probes together (DESIGN section 2)."""
-        if self.task == "multilabel":
-            return self._tag_reading()
-        best = self.knn["best"]
-        linear, knn = self.linear["accuracy"], best["accuracy"]
-        gap = 100.0 * (linear - knn)
-        versus = (f"linear {100 * linear:.1f}% vs best kNN {100 * knn:.1f}% "
-                  f"({best['vote']}, k={best['k']})")
-        if linear - knn > _LINEAR_AHEAD:
-            return (f"{versus}: linear >> kNN by {gap:.1f} points, so the classes are globally "
-                    "linearly separable but locally mixed (typical of cross-entropy fine-tuning).")
-        if abs(linear - knn) <= _CLOSE:
-            return (f"{versus}: kNN is close to linear, so classes form tight, well-separated "
-                    "clusters (what contrastive tuning aims for).")
-        if knn > linear:
-            return (f"{versus}: kNN beats linear by {-gap:.1f} points, so the class structure "
-                    "is local and not linear (clusters that no single hyperplane separates).")
-        return (f"{versus}: linear leads kNN by {gap:.1f} points, so the classes are mostly "
-                "separable with some local mixing.")
-
-    def _tag_reading(self) -> str:
-        best = self.knn["best"]
-        linear, knn = self.linear["map"], best["map"]
-        gap = 100.0 * (linear - knn)
-        versus = f"linear mAP {100 * linear:.1f} vs best kNN mAP {100 * knn:.1f} (k={best['k']})"
-        if linear - knn > _LINEAR_AHEAD:
-            return (f"{versus}: the tags are linearly decodable but neighbours do not share "
-                    f"them (linear ahead by {gap:.1f} points).")
-        if abs(linear - knn) <= _CLOSE:
-            return (f"{versus}: neighbours share their tags about as well as a linear read-out "
-                    "finds them: the space is organised by its tags locally too.")
-        if knn > linear:
-            return (f"{versus}: neighbours predict the tags better than any linear read-out "
-                    f"(kNN ahead by {-gap:.1f} points).")
-        return f"{versus}: linear leads by {gap:.1f} points, with some local mixing."
+        """One sentence reading the two probes together: the linear probe against a kNN
+        setting fixed in advance (not the best one, which is picked on the test set), and only
+        a difference that a paired test finds significant earns a verdict."""
+        comparison = self.linear_vs_knn
+        tags = self.task == "multilabel"
+        if not comparison:
+            return ("no paired comparison of the two probes is stored in this report (it was "
+                    "made by an older probekit): see the table")
+        score = "mAP" if tags else ""
+        linear, knn = 100 * comparison["linear"], 100 * comparison["knn"]
+        low, high = (100 * value for value in comparison["difference_ci95"])
+        unit = f" {score}" if tags else "%"
+        versus = (f"linear {linear:.1f}{unit} vs kNN {knn:.1f}{unit} ({comparison['vote']} "
+                  f"vote, k={comparison['k']}, fixed in advance; {comparison['n_paired']} "
+                  "paired test samples)")
+        test = "McNemar" if not tags else "paired bootstrap"
+        evidence = (f"{test} {_p_text(comparison['p_value'])}; kNN − linear 95% CI "
+                    f"[{low:+.1f}, {high:+.1f}] points")
+        gap = linear - knn
+        if -100 * _CLOSE <= low and high <= 100 * _CLOSE:
+            verdict = (f"kNN is within {100 * _CLOSE:.0f} points of linear ({evidence}), so "
+                       + ("neighbours share their tags about as well as a linear read-out "
+                          "finds them: the space is organised by its tags locally too."
+                          if tags else "classes form tight, well-separated clusters (what "
+                          "contrastive tuning aims for)."))
+        elif comparison["p_value"] >= _SIGNIFICANT:
+            verdict = (f"no significant difference ({evidence}): these "
+                       f"{comparison['n_paired']} test samples cannot tell the two probes "
+                       "apart.")
+        elif gap > 100 * _LINEAR_AHEAD:
+            verdict = (f"linear >> kNN by {gap:.1f} points ({evidence}), so "
+                       + ("the tags are linearly decodable but neighbours do not share them."
+                          if tags else "the classes are globally linearly separable but "
+                          "locally mixed (typical of cross-entropy fine-tuning)."))
+        elif gap > 0:
+            verdict = (f"linear leads kNN by {gap:.1f} points ({evidence}), so the "
+                       f"{'tags' if tags else 'classes'} are mostly separable with some local "
+                       "mixing.")
+        else:
+            verdict = (f"kNN beats linear by {-gap:.1f} points ({evidence}), so "
+                       + ("neighbours predict the tags better than any linear read-out."
+                          if tags else "the class structure is local and not linear "
+                          "(clusters that no single hyperplane separates)."))
+        return f"{versus}: {verdict}"
 
     def _tag_markdown(self) -> str:
         info, protocol = self.input, self.protocol
@@ -327,6 +343,10 @@ def _metric_rows(probe, vote, k, scores: dict, keys=SCORE_KEYS, main="accuracy")
         rows.append((probe, vote, k, name, scores[name], low, high,
                      scores.get(f"{name}_std", math.nan)))
     return rows
+
+
+def _p_text(p_value: float) -> str:
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
 
 
 def _percent(value: float) -> str:

@@ -30,7 +30,9 @@ def stratified_holdout(
 
     Class ``c`` with ``n_c`` samples sends ``round(test_size * n_c)`` of them to the test side,
     clipped to ``[1, n_c - 1]`` so every class with at least two samples lands on both sides; a
-    class with a single sample stays in train. Within a class the choice is a seeded permutation.
+    class with a single sample stays in train. Within a class the choice is a seeded permutation;
+    classes draw from the generator in the order their first sample appears, so the split depends
+    only on which rows share a class, the row order and the seed, never on what the codes are.
 
     Returns sorted ``train_idx, test_idx``; ``what`` names the fraction in error messages.
     """
@@ -38,7 +40,8 @@ def stratified_holdout(
         raise InputError(f"{what} must be a fraction in (0, 1), got {test_size}")
     rng = np.random.default_rng(seed)
     train_parts, test_parts = [], []
-    for c in np.unique(codes):
+    _, first = np.unique(codes, return_index=True)
+    for c in codes[np.sort(first)]:  # classes in order of first appearance, not of their codes
         members = np.flatnonzero(codes == c)
         members = members[rng.permutation(members.size)]
         n_test = int(np.clip(round(test_size * members.size), 1, members.size - 1))
@@ -54,7 +57,9 @@ def stratified_kfold(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified k-fold (scikit-learn's ``StratifiedKFold(shuffle=True, random_state=seed)``).
 
-    Every sample is in exactly one test fold. Classes must have at least ``n_folds`` samples
+    Every sample is in exactly one test fold. scikit-learn numbers the classes by first
+    appearance before it allocates folds, so the folds, like the holdout, do not depend on
+    what the classes are called. Classes must have at least ``n_folds`` samples
     (checked by the caller with :func:`check_class_sizes`).
     """
     from sklearn.model_selection import StratifiedKFold
