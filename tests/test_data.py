@@ -8,16 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probekit import data
+from probekit import arrays
+from probekit.arrays import normalised, row_chunks, to_float32, unit_rows
 from probekit.data import (
     check_embeddings,
     check_labels,
-    count_nonfinite_rows,
     encode_labels,
     load_embeddings,
     load_labels,
-    row_chunks,
-    to_float32,
+    scan_rows,
 )
 from probekit.errors import InputError
 
@@ -602,7 +601,7 @@ def test_byte_string_labels_are_decoded():
 
 
 # --------------------------------------------------------------------------------------------
-# to_float32, row_chunks, count_nonfinite_rows
+# to_float32, row_chunks, scan_rows, unit rows
 
 
 def test_to_float32_whole_matrix(X):
@@ -622,13 +621,8 @@ def test_to_float32_rows(X):
 
 @pytest.fixture
 def tiny_chunks(monkeypatch):
-    """Make every chunked loop in probekit.data use 3-row blocks."""
-    original = data.row_chunks
-
-    def small(n_rows, n_cols, max_elements=None):
-        return original(n_rows, n_cols, max_elements=3 * n_cols)
-
-    monkeypatch.setattr(data, "row_chunks", small)
+    """Make every chunked loop use blocks of at most 15 values (3 rows of X)."""
+    monkeypatch.setattr(arrays, "CHUNK_ELEMENTS", 15)
 
 
 def test_to_float32_over_several_chunks(tmp_path, X, tiny_chunks):
@@ -640,10 +634,31 @@ def test_to_float32_over_several_chunks(tmp_path, X, tiny_chunks):
     np.testing.assert_array_equal(to_float32(mapped, rows), X[rows].astype(np.float32))
 
 
-def test_count_nonfinite_rows_over_several_chunks(X, tiny_chunks):
+def test_scan_rows_over_several_chunks(X, tiny_chunks):
     X = X.copy()
     X[[0, 4, 11], [1, 2, 0]] = [np.nan, np.inf, -np.inf]
-    assert count_nonfinite_rows(X) == 3
+    X[7, 3] = 1e200
+    scan = scan_rows(X)
+    assert (scan.nonfinite, scan.huge, scan.largest) == (3, 1, 1e200)
+    assert len(list(row_chunks(*X.shape))) == 4
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-300, 1e300, 3e38, 5e-324])
+def test_unit_rows_neither_overflow_nor_underflow(scale, X, tiny_chunks):
+    """x/||x|| is computed as (x/m)/||x/m|| with m = max|x|: the same unit rows at any scale
+    a float64 can hold, all-zero rows kept at zero."""
+    X = X.copy()
+    X[2] = 0.0
+    expected = X / np.where(np.linalg.norm(X, axis=1, keepdims=True) == 0, 1,
+                            np.linalg.norm(X, axis=1, keepdims=True))
+    if scale == 5e-324:  # the smallest subnormal: each row is a sign pattern
+        scaled = np.sign(X) * scale
+        expected = np.sign(X) / np.sqrt(np.maximum(np.count_nonzero(X, axis=1), 1))[:, None]
+    else:
+        scaled = X * scale
+    np.testing.assert_allclose(normalised(scaled), expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(unit_rows(scaled), expected, rtol=1e-6, atol=1e-7)
+    assert unit_rows(scaled).dtype == np.float32 and not unit_rows(scaled)[2].any()
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from probekit.data import row_chunks
+from probekit.arrays import normalised as normalised_rows
+from probekit.arrays import row_chunks
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,6 @@ def _blocks(X: np.ndarray):
         yield start, stop, np.asarray(X[start:stop], dtype=np.float64)
 
 
-def _unit(block: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(block, axis=1, keepdims=True)
-    return block / np.where(norms == 0, 1.0, norms)
-
-
 def class_sums(X: np.ndarray, codes: np.ndarray, n_classes: int,
                unit: np.ndarray | None = None) -> tuple[ClassSums, np.ndarray, np.ndarray]:
     """One streamed float64 pass: per-class sums of the rows and of the L2-normalised rows, and
@@ -76,7 +72,8 @@ def class_sums(X: np.ndarray, codes: np.ndarray, n_classes: int,
         labels = codes[start:stop]
         hot = _one_hot(labels, n_classes)
         sums += hot @ block
-        normalised = _unit(block) if unit is None else np.asarray(unit[start:stop], np.float64)
+        normalised = (normalised_rows(block) if unit is None
+                      else np.asarray(unit[start:stop], np.float64))
         unit_sums += hot @ normalised
         unit_squares += np.bincount(labels, weights=np.einsum("ij,ij->i", normalised, normalised),
                                     minlength=n_classes)
@@ -221,7 +218,8 @@ def _neural_collapse(sums: ClassSums, res: Residuals, singular: np.ndarray) -> d
     out["nc2_equinorm"] = float(norms.std() / norms.mean())
     cosines = (centred @ centred.T) / np.outer(norms, norms)
     out["nc2_equiangularity"] = float(cosines[upper].std())
-    gram = centred @ centred.T
+    scaled = centred / np.abs(centred).max()  # the ETF error is scale-free: keep ‖M̃M̃ᵀ‖ finite
+    gram = scaled @ scaled.T
     etf = (np.eye(n_classes) - 1.0 / n_classes) / np.sqrt(n_classes - 1)
     out["etf_error"] = float(np.linalg.norm(gram / np.linalg.norm(gram) - etf))
     return out
@@ -240,8 +238,10 @@ def cluster_indices(sums: ClassSums, res: Residuals) -> dict[str, float]:
     n_total, n_classes = n.sum(), len(n)
     spread = res.spread / n
     distances = np.linalg.norm(means[:, None, :] - means[None, :, :], axis=2)
-    if np.allclose(spread, 0) or np.allclose(distances, 0):
-        out = {"davies_bouldin": 0.0}  # scikit-learn's convention for degenerate clusterings
+    if not spread.any() or not distances.any():
+        # scikit-learn's convention for degenerate clusterings; it tests with np.allclose,
+        # whose absolute tolerance would also call data at a small scale (1e-9) degenerate
+        out = {"davies_bouldin": 0.0}
     else:
         distances[distances == 0] = np.inf  # the diagonal and coincident centroids score 0
         ratio = (spread[:, None] + spread[None, :]) / distances

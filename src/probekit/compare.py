@@ -57,6 +57,12 @@ def compare_reports(a: Report, b: Report, *, n_bootstrap: int = 1000, seed: int 
         notes.append("the two runs were scored on different test sets (their test labels "
                      "differ): the deltas compare different samples and are not paired")
     paired = _paired_columns(a, b, n_bootstrap=n_bootstrap, seed=seed)
+    if not paired and not notes and a.task == "multiclass":
+        missing = [name for name, report in (("A", a), ("B", b))
+                   if not all(key in report.arrays for key in PAIRING_KEYS)]
+        notes.append(f"no paired tests: {' and '.join(missing)} saved no per-sample "
+                     "predictions; run probekit evaluate with --save-predictions --out for both "
+                     "to get McNemar's test and the paired CI of each difference")
     rows = []
     frames = (a.to_frame(), b.to_frame())
     keyed = [{(r.probe, r.vote, r.k, r.metric): r.value for r in frame.itertuples()}

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from probekit.errors import InputError
+from probekit.arrays import row_chunks
+from probekit.errors import InputError, install_hint
 
 EMBEDDING_SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".parquet")
 LABEL_SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".txt", ".parquet")
 _EMBEDDING_KEYS = ("embeddings", "embedding", "features", "X", "x")
 _LABEL_KEYS = ("labels", "label", "y", "targets", "target")
-_CHUNK_ELEMENTS = 1 << 24  # 64 MiB of float32 per chunk when streaming over rows
 _INT_PATTERN = re.compile(r"^[+-]?\d+$")
 
 
@@ -257,7 +257,7 @@ def _read_table(path: Path, *, header_detect: bool, header: int | None = None):
                 return pd.read_parquet(path)
             except ImportError:
                 raise InputError(
-                    "reading .parquet needs pyarrow: pip install 'probekit[parquet]'"
+                    f"reading .parquet needs pyarrow: {install_hint('parquet')}"
                 ) from None
         if path.suffix.lower() == ".txt":
             return pd.read_csv(path, header=None, dtype=str, keep_default_na=False,
@@ -354,9 +354,7 @@ def check_embeddings(X, *, name: str = "embeddings") -> np.ndarray:
             array = np.asarray(X)
         except (ValueError, TypeError) as error:
             raise InputError(f"{name}: cannot make an array of it ({error})") from None
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-    ):
+    if array.dtype.kind not in "iuf":  # not bool, complex, timedelta, datetime, text, objects
         raise InputError(f"{name}: embeddings must be real numbers, got dtype {array.dtype}")
     if array.ndim != 2:
         raise InputError(
@@ -366,57 +364,53 @@ def check_embeddings(X, *, name: str = "embeddings") -> np.ndarray:
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InputError(f"{name}: embedding matrix is empty, shape {array.shape}")
     if np.issubdtype(array.dtype, np.floating):
-        bad_rows, huge_rows = scan_rows(array)
-        if bad_rows:
+        scan = scan_rows(array)
+        if scan.nonfinite:
             raise InputError(
-                f"{name}: {bad_rows} of {array.shape[0]} rows hold NaN or infinite values"
+                f"{name}: {scan.nonfinite} of {array.shape[0]} rows hold NaN or infinite values"
             )
-        if huge_rows:
+        if scan.huge:
             raise InputError(
-                f"{name}: {huge_rows} of {array.shape[0]} rows hold values above {HUGE:g} in "
+                f"{name}: {scan.huge} of {array.shape[0]} rows hold values above {HUGE:g} in "
                 "magnitude, which overflow once squared; rescale the embeddings"
+            )
+        if 0 < scan.largest < TINY:
+            raise InputError(
+                f"{name}: the largest value is {scan.largest:.3g}; values below {TINY:g} "
+                "underflow once squared, so variances and distances would read 0; rescale "
+                "the embeddings"
             )
     return array
 
 
 HUGE = 1e150  # |x| beyond this overflows float64 once squared and summed
+TINY = 1e-150  # data whose largest |x| is below this underflows float64 once squared
 
 
-def scan_rows(X: np.ndarray) -> tuple[int, int]:
-    """One streamed pass over ``X``: the number of rows holding NaN or infinity, and of rows
-    holding a finite value above :data:`HUGE` in magnitude (impossible below float64)."""
-    can_be_huge = float(np.finfo(X.dtype).max) > HUGE
+@dataclass(frozen=True)
+class RowScan:
+    """What one pass over an embedding matrix found: rows holding NaN or infinity, rows
+    holding a finite value above :data:`HUGE`, and the largest finite magnitude."""
+
+    nonfinite: int
+    huge: int
+    largest: float
+
+
+def scan_rows(X: np.ndarray) -> RowScan:
+    """One streamed pass over ``X`` (see :class:`RowScan`)."""
+    can_be_huge = float(np.finfo(X.dtype).max) > HUGE  # float64 and wider only
     nonfinite = huge = 0
+    largest = 0.0
     for start, stop in row_chunks(X.shape[0], X.shape[1]):
-        block = X[start:stop]
+        block = np.asarray(X[start:stop])
         finite = np.isfinite(block)
         nonfinite += int(np.count_nonzero(~finite.all(axis=1)))
+        magnitude = np.where(finite, np.abs(block), 0)
         if can_be_huge:
-            huge += int(np.count_nonzero(((np.abs(block) > HUGE) & finite).any(axis=1)))
-    return nonfinite, huge
-
-
-def count_nonfinite_rows(X: np.ndarray) -> int:
-    """Number of rows of ``X`` with at least one NaN or infinity, streamed over row chunks."""
-    return scan_rows(X)[0]
-
-
-def row_chunks(n_rows: int, n_cols: int, max_elements: int = _CHUNK_ELEMENTS):
-    """Yield ``(start, stop)`` row ranges whose blocks hold at most ``max_elements`` values."""
-    step = max(1, max_elements // max(1, n_cols))
-    for start in range(0, n_rows, step):
-        yield start, min(n_rows, start + step)
-
-
-def to_float32(X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """A C-contiguous float32 copy of ``X`` (or of ``X[rows]``), built chunk by chunk so a
-    memory-mapped float64 input never needs a float64 copy in RAM."""
-    n_rows = X.shape[0] if rows is None else len(rows)
-    out = np.empty((n_rows, X.shape[1]), dtype=np.float32)
-    for start, stop in row_chunks(n_rows, X.shape[1]):
-        block = X[start:stop] if rows is None else X[rows[start:stop]]
-        out[start:stop] = block
-    return out
+            huge += int(np.count_nonzero((magnitude > HUGE).any(axis=1)))
+        largest = max(largest, float(magnitude.max(initial=0)))
+    return RowScan(nonfinite, huge, largest)
 
 
 def check_labels(y, *, name: str = "labels") -> np.ndarray:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from probekit import __version__
+from probekit.arrays import to_float32
 from probekit.clusters import class_means, nearest_means
 from probekit.compare import pairing_hash
-from probekit.data import check_dataset, check_same_dimensions, encode_labels, to_float32
+from probekit.data import check_dataset, check_same_dimensions, encode_labels
 from probekit.errors import InputError
 from probekit.geometry import Geometry, Graph, check_extras, check_sample_size
 from probekit.geometry import geometry as diagnostics
@@ -44,7 +45,7 @@ from probekit.linear import (
     linear_predict,
 )
 from probekit.metrics import bootstrap_ci, classification_scores, paired_comparison
-from probekit.neighbors import check_metric, check_no_zero_rows, prepare_vectors
+from probekit.neighbors import check_metric, check_representable, prepare_vectors
 from probekit.report import SCORE_KEYS, Report
 from probekit.splits import check_class_sizes, stratified_holdout, stratified_kfold
 
@@ -127,6 +128,10 @@ def dual_probe(
     -------
     Report
     """
+    _check_options(k=k, metric=metric, temperature=temperature, C=C, val_size=val_size,
+                   test_size=test_size, folds=folds, loo=loo, seed=seed,
+                   n_bootstrap=n_bootstrap, max_iter=max_iter, tol=tol, geometry=geometry,
+                   geometry_sample=geometry_sample, extra=extra)
     if _is_tag_matrix(y) or _is_tag_matrix(y_test):
         unsupported = {"leave-one-out": loo, "k-fold": folds, "save_predictions":
                        save_predictions, "the 2-D map (projection)": projection,
@@ -154,22 +159,12 @@ def dual_probe(
             raise InputError("k-fold makes its own splits: do not combine it with a test set")
         X_test, y_test = check_dataset(X_test, y_test, which="test")
         check_same_dimensions(X, X_test)
-    if loo and folds:
-        raise InputError("choose leave-one-out or k-fold, not both")
-    if folds is not None and folds < 2:
-        raise InputError(f"folds must be at least 2, got {folds}")
-    if n_bootstrap < 1:
-        raise InputError(f"bootstrap resamples must be at least 1, got {n_bootstrap}")
-    if not 0 <= seed < 2**32:
-        raise InputError(f"seed must be in [0, 2**32), got {seed}")
-    if metric == "cosine":  # count over whole inputs, before any split
-        check_no_zero_rows(X, name="embeddings")
-        if X_test is not None:
-            check_no_zero_rows(X_test, name="test embeddings")
+    # what the search can represent, counted over whole inputs, before any split
+    check_representable(X, metric=metric, name="embeddings")
+    if X_test is not None:
+        check_representable(X_test, metric=metric, name="test embeddings")
 
     extras = check_extras(extra) if geometry else ()
-    if geometry:
-        check_sample_size(geometry_sample)
     encoding = encode_labels(y, y_test)
     names = encoding.class_names
     if encoding.n_train_classes < 2:
@@ -314,6 +309,43 @@ def dual_probe(
                  "bootstrap_s": round(bootstrap_time, 4),
                  "total_s": round(time.perf_counter() - started, 4)},
     )
+
+
+def _check_options(*, k, metric, temperature, C, val_size, test_size, folds, loo, seed,
+                   n_bootstrap, max_iter, tol, geometry, geometry_sample, extra) -> None:
+    """Every option of :func:`dual_probe`, checked at the door for every route (single- and
+    multi-label): one :class:`InputError` line per bad value, before any work."""
+    check_metric(metric)
+    values = list(k) if isinstance(k, Iterable) else [k]
+    if not values or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                             and v >= 1 for v in values):
+        raise InputError(f"k values must be positive integers, got {values}")
+    if not (isinstance(temperature, (int, float)) and np.isfinite(temperature)
+            and temperature > 0):
+        raise InputError(f"temperature must be a positive number, got {temperature}")
+    grid = list(C) if isinstance(C, Iterable) else [C]
+    if not grid or not all(isinstance(c, (int, float)) and np.isfinite(c) and c > 0
+                           for c in grid):
+        raise InputError(f"C values must be positive finite numbers, got {grid}")
+    for name, fraction in (("validation size", val_size), ("test size", test_size)):
+        if not (isinstance(fraction, (int, float)) and 0.0 < fraction < 1.0):
+            raise InputError(f"{name} must be a fraction in (0, 1), got {fraction}")
+    if loo and folds:
+        raise InputError("choose leave-one-out or k-fold, not both")
+    if folds is not None and not (isinstance(folds, (int, np.integer)) and folds >= 2):
+        raise InputError(f"folds must be an integer of at least 2, got {folds}")
+    if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**32):
+        raise InputError(f"seed must be an integer in [0, 2**32), got {seed}")
+    if not (isinstance(n_bootstrap, (int, np.integer)) and n_bootstrap >= 1):
+        raise InputError(f"bootstrap resamples must be an integer of at least 1, got "
+                         f"{n_bootstrap}")
+    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
+        raise InputError(f"max_iter must be an integer of at least 1, got {max_iter}")
+    if not (isinstance(tol, (int, float)) and np.isfinite(tol) and tol >= 0):
+        raise InputError(f"tol must be a finite number >= 0, got {tol}")
+    if geometry:
+        check_sample_size(geometry_sample)
+        check_extras(extra)
 
 
 def _linear_vs_knn(knn_runs, linear_runs, units, *, loo: bool, n_bootstrap: int,

@@ -12,3 +12,14 @@ class InputError(ValueError):
 
     Subclasses :class:`ValueError` so code that already catches ``ValueError`` keeps working.
     """
+
+
+DISTRIBUTION = "probekit-dual"
+"""The name to ``pip install`` (the import names are ``probekit`` and ``tuner``): ``probekit``
+and ``tuner`` on the package index are other projects."""
+
+
+def install_hint(extra: str | None = None) -> str:
+    """The pip command that installs this distribution, with ``extra`` when given:
+    ``pip install 'probekit-dual[umap]'``."""
+    return f"pip install '{DISTRIBUTION}[{extra}]'" if extra else f"pip install {DISTRIBUTION}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from probekit import clusters, graph, pairwise, spectrum
+from probekit.arrays import unit_rows
 from probekit.data import check_embeddings, check_labels, check_lengths, encode_labels
 from probekit.errors import InputError
 from probekit.neighbors import Neighbors, check_metric, prepare_vectors, search
@@ -213,7 +214,7 @@ def geometry(
     labelled = codes is not None and n_classes >= 2
     # cosine-based keys: the graph's float32 unit rows, or float64 ones for float64 input
     unit = (graph.database if graph.metric == "cosine" and X.dtype != np.float64
-            else _unit_rows(X))
+            else unit_rows(X, dtype=np.float64 if X.dtype == np.float64 else np.float32))
     sums, shifted_gram, shift = clusters.class_sums(
         X, codes if labelled else np.zeros(n, dtype=np.int64), n_classes if labelled else 1,
         unit=unit)
@@ -278,14 +279,6 @@ def geometry(
     ordered = {key: float(values[key]) for key in GOOD_DIRECTION
                if key in values and key not in undefined}
     return Geometry(ordered, protocol, tuple(notes), means, arrays)
-
-
-def _unit_rows(X: np.ndarray) -> np.ndarray:
-    """L2-normalised copy in float64 for float64 input, float32 otherwise (zero rows stay 0)."""
-    unit = np.array(X, dtype=np.float64 if X.dtype == np.float64 else np.float32)
-    norms = np.linalg.norm(unit, axis=1, keepdims=True)
-    unit /= np.where(norms == 0, 1.0, norms)
-    return unit
 
 
 def _graph_values(g: Graph, n: int, labelled: bool, extra, sample: np.ndarray,

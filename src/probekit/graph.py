@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probekit.data import row_chunks
+from probekit.arrays import row_chunks
 
 
 def neighbourhood_hit(neighbor_codes: np.ndarray, query_codes: np.ndarray, k: int) -> float:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probekit.data import check_dataset, check_same_dimensions, encode_labels, row_chunks
+from probekit.arrays import float32_limit, row_blocks
+from probekit.data import check_dataset, check_same_dimensions, encode_labels
 from probekit.errors import InputError
 from probekit.metrics import ClassificationScores, bootstrap_ci, classification_scores
 from probekit.splits import stratified_holdout
@@ -59,29 +60,37 @@ def standardize(
     scikit-learn's ``StandardScaler``).
 
     Reads the inputs chunk by chunk (they may be memory maps of any float dtype); statistics are
-    accumulated in float64 with two passes, so no large float64 copy is ever made.
+    accumulated in float64 with two passes, so no large float64 copy is ever made. A row lying
+    more than :func:`probekit.arrays.float32_limit` standard deviations from the training
+    mean in some feature cannot be held by the float32 probe: :class:`InputError` names how
+    many (an outlier of that size would otherwise turn into inf and a meaningless prediction).
     """
-    def blocks(array, rows):
-        n = array.shape[0] if rows is None else len(rows)
-        for start, stop in row_chunks(n, array.shape[1]):
-            yield start, stop, array[start:stop] if rows is None else array[rows[start:stop]]
-
     n_train = train.shape[0] if train_rows is None else len(train_rows)
     total = np.zeros(train.shape[1])
-    for _, _, block in blocks(train, train_rows):
+    for _, _, block in row_blocks(train, train_rows):
         total += block.sum(axis=0, dtype=np.float64)
     mean = total / n_train
     squares = np.zeros(train.shape[1])
-    for _, _, block in blocks(train, train_rows):
+    for _, _, block in row_blocks(train, train_rows):
         squares += ((block - mean) ** 2).sum(axis=0)
     scale = np.sqrt(squares / n_train)
     scale[scale == 0] = 1.0
+    limit = float32_limit(train.shape[1])
     out = []
-    for array, rows in ((train, train_rows), (test, test_rows)):
+    for array, rows, which in ((train, train_rows, "training"), (test, test_rows, "test")):
         result = np.empty((array.shape[0] if rows is None else len(rows), array.shape[1]),
                           dtype=np.float32)
-        for start, stop, block in blocks(array, rows):
-            result[start:stop] = (block - mean) / scale
+        outliers = 0
+        for start, stop, block in row_blocks(array, rows):
+            standardized = (block - mean) / scale
+            far = (np.abs(standardized) > limit).any(axis=1)
+            outliers += int(np.count_nonzero(far))
+            result[start:stop] = np.where(far[:, None], 0.0, standardized)
+        if outliers:
+            raise InputError(
+                f"{outliers} {which} rows lie more than {limit:.3g} training standard "
+                "deviations from the training mean in some feature, beyond what the float32 "
+                "linear probe can hold: remove these outliers or rescale the features")
         out.append(result)
     return out[0], out[1]
 

@@ -16,6 +16,7 @@ Paired comparisons of two classifiers A and B on the same test rows:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +68,7 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     support = np.bincount(y_true, minlength=size)
     hits = np.bincount(y_true[y_true == y_pred], minlength=size)
     present = support > 0
-    return float(np.mean(hits[present] / support[present]))
+    return _mean(hits[present] / support[present])
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -80,7 +81,13 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     pred_count = np.bincount(y_pred, minlength=size)
     hits = np.bincount(y_true[y_true == y_pred], minlength=size)
     present = (true_count + pred_count) > 0
-    return float(np.mean(2.0 * hits[present] / (true_count[present] + pred_count[present])))
+    return _mean(2.0 * hits[present] / (true_count[present] + pred_count[present]))
+
+
+def _mean(values: np.ndarray) -> float:
+    """Mean of per-class values with an exactly rounded sum (``math.fsum``), so the result does
+    not depend on the order of the classes, i.e. on how they are numbered."""
+    return math.fsum(values.tolist()) / len(values)
 
 
 def bootstrap_ci(

@@ -34,7 +34,7 @@ from probekit.errors import InputError
 from probekit.geometry import NEIGHBOURHOOD_K, diagnose
 from probekit.knn import reading_k, resolve_k
 from probekit.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, lbfgs, standardize
-from probekit.neighbors import check_metric, check_no_zero_rows, prepare_vectors, search
+from probekit.neighbors import check_metric, check_representable, prepare_vectors, search
 from probekit.report import Report
 from probekit.tagging import (
     mean_average_precision,
@@ -259,10 +259,9 @@ def multilabel_probe(X, Y, *, X_test=None, Y_test=None, tags=None, k=(1, 5, 10, 
     n_train = X.shape[0] if train_rows is None else len(train_rows)
     if n_train < 4:
         raise InputError(f"the training set has {n_train} rows; the probes need at least 4")
-    if metric == "cosine":
-        check_no_zero_rows(X, name="embeddings")
-        if X_test is not None:
-            check_no_zero_rows(X_test, name="test embeddings")
+    check_representable(X, metric=metric, name="embeddings")
+    if X_test is not None:
+        check_representable(X_test, metric=metric, name="test embeddings")
     learnable = train_tags.any(axis=0)
     if not learnable.all():
         dropped = [tags[i] for i in np.flatnonzero(~learnable)]

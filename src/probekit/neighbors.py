@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probekit.data import row_chunks, to_float32
-from probekit.errors import InputError
+from probekit.arrays import float32_limit, row_blocks, row_chunks, to_float32, unit_rows
+from probekit.errors import InputError, install_hint
 
 METRICS = ("cosine", "euclidean", "ip")
 BACKENDS = ("auto", "faiss-cpu", "faiss-gpu", "torch", "numpy")
@@ -64,33 +64,65 @@ def check_metric(metric: str) -> str:
     return metric
 
 
-def prepare_vectors(X: np.ndarray, rows: np.ndarray | None = None, *, metric: str) -> np.ndarray:
-    """A float32 copy of ``X`` (or ``X[rows]``) ready for :func:`search`: rows L2-normalised for
-    ``metric="cosine"``, unchanged otherwise.
+def prepare_vectors(X: np.ndarray, rows: np.ndarray | None = None, *, metric: str,
+                    name: str = "embeddings") -> np.ndarray:
+    """A float32 copy of ``X`` (or ``X[rows]``) ready for :func:`search`: rows L2-normalised
+    (in float64, so any finite magnitude works) for ``metric="cosine"``, unchanged otherwise.
 
-    Raises :class:`InputError` when cosine meets zero vectors (their direction is undefined).
+    Raises :class:`InputError` for what the search cannot represent (see
+    :func:`check_representable`): zero rows under cosine, magnitudes beyond float32's range
+    under euclidean and ip.
     """
     check_metric(metric)
-    vectors = to_float32(X, rows)
     if metric == "cosine":
-        zero_rows = 0
-        for start, stop in row_chunks(*vectors.shape):
-            block = vectors[start:stop]
-            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
-            zero_rows += int(np.count_nonzero(norms == 0))
-            block /= np.where(norms == 0, 1.0, norms).astype(np.float32)[:, None]
+        vectors = unit_rows(X, rows)
+        zero_rows = int(np.count_nonzero(~vectors.any(axis=1)))
         if zero_rows:
-            raise InputError(_zero_rows_message(zero_rows, vectors.shape[0], "embeddings"))
-    return vectors
+            raise InputError(_zero_rows_message(zero_rows, vectors.shape[0], name))
+        return vectors
+    check_representable(X, rows, metric=metric, name=name)
+    return to_float32(X, rows)
 
 
-def check_no_zero_rows(X: np.ndarray, *, name: str) -> None:
-    """Raise :class:`InputError` when cosine would meet all-zero rows, counting all of ``X``."""
-    zero_rows = 0
-    for start, stop in row_chunks(*X.shape):
-        zero_rows += int(np.count_nonzero(~np.any(X[start:stop], axis=1)))
-    if zero_rows:
-        raise InputError(_zero_rows_message(zero_rows, X.shape[0], name))
+FLOAT32_SMALLEST = 1e-15  # below this largest magnitude, squared distances near float32's floor
+
+
+def check_representable(X: np.ndarray, rows: np.ndarray | None = None, *, metric: str,
+                        name: str = "embeddings") -> None:
+    """Raise :class:`InputError` when the search could not compute with ``X`` (or ``X[rows]``)
+    faithfully; one streamed pass.
+
+    Under cosine every non-zero row has a direction (normalised in float64), so only all-zero
+    rows fail. Euclidean and inner-product searches run in float32: rows holding a value above
+    :func:`float32_limit` would overflow, and data whose largest magnitude is below
+    :data:`FLOAT32_SMALLEST` (but not zero) would lose its distances to float32's underflow.
+    Both are refused with one line naming how many rows, never computed into a wrong number.
+    """
+    check_metric(metric)
+    limit = float32_limit(X.shape[1])
+    zero_rows = huge_rows = 0
+    largest = 0.0
+    for start, stop, block in row_blocks(X, rows):
+        magnitude = np.abs(np.asarray(block, dtype=np.float64)).max(axis=1) \
+            if X.shape[1] else np.zeros(stop - start)
+        zero_rows += int(np.count_nonzero(magnitude == 0))
+        huge_rows += int(np.count_nonzero(magnitude > limit))
+        largest = max(largest, float(magnitude.max(initial=0.0)))
+    total = X.shape[0] if rows is None else len(rows)
+    if metric == "cosine":
+        if zero_rows:
+            raise InputError(_zero_rows_message(zero_rows, total, name))
+        return
+    if huge_rows:
+        raise InputError(
+            f"{name}: {huge_rows} of {total} rows hold values above {limit:.3g} in "
+            f"magnitude, too large for the float32 search under metric '{metric}' (squared "
+            "distances would overflow); rescale the embeddings or use --metric cosine")
+    if 0 < largest < FLOAT32_SMALLEST:
+        raise InputError(
+            f"{name}: the largest value is {largest:.3g}, too small for the float32 search "
+            f"under metric '{metric}' (squared distances would underflow); rescale the "
+            "embeddings or use --metric cosine")
 
 
 def _zero_rows_message(count: int, total: int, name: str) -> str:
@@ -135,8 +167,8 @@ def resolve_backend(backend: str = "auto") -> str:
         return "faiss-cpu" if faiss is not None else "numpy"
     found = available_backends()
     if backend not in found:
-        extra = {"faiss-cpu": "pip install faiss-cpu", "faiss-gpu": "pip install 'probekit[gpu]' "
-                 "on a machine with a CUDA GPU", "torch": "pip install 'probekit[tuner]'"}[backend]
+        extra = {"faiss-cpu": "pip install faiss-cpu", "faiss-gpu": f"{install_hint('gpu')} "
+                 "on a machine with a CUDA GPU", "torch": install_hint("tuner")}[backend]
         raise InputError(f"search backend '{backend}' is not available here ({extra})")
     return backend
 
@@ -186,6 +218,9 @@ def search(
     # one order for every backend: score descending, ties by database index; the scores are
     # inner products (ip) or -||q - x||^2, sorted before they become similarities, whose
     # float32 rounding near 1 (cosine) would otherwise turn close neighbours into ties
+    if (idx < 0).any():  # faiss marks neighbours it could not score (NaN/inf) with -1
+        raise InputError(f"the search could not score every candidate (non-finite similarities "
+                         f"for {int(np.count_nonzero((idx < 0).any(axis=1)))} queries)")
     order = np.lexsort((idx, -scores), axis=1)
     scores = np.take_along_axis(scores, order, axis=1)
     idx = np.take_along_axis(idx, order, axis=1)

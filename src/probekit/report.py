@@ -282,7 +282,7 @@ class Report:
             f"{info['n_classes']} classes; split: {_split_text(protocol)}; metric: "
             f"{protocol['metric']}; seed {protocol['seed']}.",
             "",
-            f"Classes: {_classes_text(info)}.",
+            f"Classes: {_classes_text(info, protocol)}.",
             "",
             "| probe | setting | accuracy | 95% CI | balanced acc. | macro-F1 |"
             + (" top-5 |" if "top5_accuracy" in self.linear else ""),
@@ -380,12 +380,21 @@ def _tag_row(probe: str, setting: str, scores: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _classes_text(info: dict, shown: int = 20) -> str:
-    """Class names with their train/test counts, the first ``shown`` of them."""
-    names = [f"{name} ({train}/{test})" for name, train, test in zip(
-        info["classes"], info["train_class_counts"], info["test_class_counts"], strict=True)]
+def _classes_text(info: dict, protocol: dict, shown: int = 20) -> str:
+    """Class names with their train/test counts, the first ``shown`` of them; under k-fold,
+    every sample is tested once, so a class's count is its size (the folds split it)."""
+    if protocol.get("split") == "kfold":
+        names = [f"{name} ({count})" for name, count in zip(
+            info["classes"], info["test_class_counts"], strict=True)]
+        folds = protocol["folds"]
+        what = f"samples per class; each fold tests 1/{folds} of them and trains on the rest"
+    else:
+        names = [f"{name} ({train}/{test})" for name, train, test in zip(
+            info["classes"], info["train_class_counts"], info["test_class_counts"],
+            strict=True)]
+        what = "train/test counts"
     more = f", and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more + " (train/test counts)"
+    return ", ".join(names[:shown]) + more + f" ({what})"
 
 
 def _c_text(linear: dict) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import gammaln, logsumexp
 
-from probekit.data import row_chunks
+from probekit.arrays import row_chunks
 
 
 def gram_spectrum(X: np.ndarray, shifted_gram: np.ndarray | None = None,
@@ -73,7 +73,8 @@ def participation_ratio(eigenvalues: np.ndarray) -> float:
     """Participation ratio ``(Σλ)² / Σλ²`` of the covariance eigenvalues (Gao et al., "A theory
     of multineuronal dimensionality", 2017); range [1, D], 1 for one direction and D for an
     isotropic space; higher means more dimensions in use."""
-    return float(eigenvalues.sum() ** 2 / np.sum(eigenvalues**2))
+    relative = eigenvalues / eigenvalues.max()  # the ratio is scale-free; this keeps it finite
+    return float(relative.sum() ** 2 / np.sum(relative**2))
 
 
 def alpha_req(eigenvalues: np.ndarray, rtol: float = 1e-12) -> tuple[float, float]:
@@ -115,6 +116,7 @@ def isoscore(eigenvalues: np.ndarray, dim: int) -> float:
     variances[: min(dim, len(eigenvalues))] = eigenvalues[:dim]
     if dim < 2 or not variances.any():
         return 0.0
+    variances = variances / variances.max()  # scale-free; keeps the norm finite
     scaled = np.sqrt(dim) * variances / np.linalg.norm(variances)
     delta = np.linalg.norm(scaled - 1.0) / np.sqrt(2.0 * (dim - np.sqrt(dim)))
     phi = (dim - delta**2 * (dim - np.sqrt(dim))) ** 2 / dim**2
