@@ -9,7 +9,9 @@ names the problem.
 from __future__ import annotations
 
 import re
+import unicodedata
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +61,9 @@ def is_layer_stack(path: str | Path, *, key: str | None = None) -> bool:
         return True
     path = Path(path)
     if path.suffix.lower() == ".npy" and path.is_file() and path.stat().st_size:
-        return _load_npy(path).ndim == 3
+        return _npy_header(path).ndim == 3
     if path.suffix.lower() == ".npz" and path.is_file() and path.stat().st_size:
-        return _load_npz(path, key, _EMBEDDING_KEYS, "embeddings").ndim == 3
+        return _npz_header(path, key, _EMBEDDING_KEYS, "embeddings").ndim == 3
     return False
 
 
@@ -108,7 +110,7 @@ def load_labels(
     elif suffix == ".npz":
         labels = _load_npz(path, key, _LABEL_KEYS, "labels")
     elif suffix == ".txt":
-        labels = _text_labels(_read_table(path, header_detect=False).iloc[:, 0])
+        labels = _line_labels(path)
     else:
         frame = _read_table(path, header_detect=False, header=0)
         labels = _text_labels(frame[_pick_column(frame, column, path)])
@@ -122,8 +124,9 @@ def is_tag_file(path: str | Path, *, key: str | None = None) -> bool:
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".npz") or not path.is_file() or not path.stat().st_size:
         return False
-    array = _load_npy(path) if suffix == ".npy" else _load_npz(path, key, _LABEL_KEYS, "labels")
-    return array.ndim == 2 and array.shape[1] > 1
+    header = (_npy_header(path) if suffix == ".npy"
+              else _npz_header(path, key, _LABEL_KEYS, "labels"))
+    return header.ndim == 2 and header.shape[1] > 1
 
 
 def load_tags(path: str | Path, *, key: str | None = None, column: str | None = None,
@@ -137,6 +140,8 @@ def load_tags(path: str | Path, *, key: str | None = None, column: str | None = 
     are dropped and named in the returned notes. Returns ``(Y (N, C) bool, tag names,
     notes)``.
     """
+    if not isinstance(separator, str) or not separator:
+        raise InputError("the tag separator must be a non-empty string")
     path = _existing_file(path, LABEL_SUFFIXES, "labels")
     suffix = path.suffix.lower()
     notes: list[str] = []
@@ -159,10 +164,7 @@ def load_tags(path: str | Path, *, key: str | None = None, column: str | None = 
                              f"sample, got a {array.dtype} array of shape {array.shape}")
         cells = [str(cell) for cell in array]
     elif suffix == ".txt":  # one line per sample; an empty line is a sample without tags
-        try:
-            cells = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as error:
-            raise InputError(f"cannot read {path.name} as UTF-8 text: {error.reason}") from None
+        cells = _read_lines(path)
     else:
         frame = _read_table(path, header_detect=False, header=0)
         cells = frame[_pick_column(frame, column, path)].fillna("").astype(str).tolist()
@@ -200,51 +202,160 @@ def _existing_file(path: str | Path, suffixes: tuple[str, ...], what: str) -> Pa
     return path
 
 
+_MAX_HEADER = 10_000  # bytes of .npy header numpy parses safely (its own default)
+_MAX_NDIM = 3  # embeddings are 2-D, a layer stack 3-D, labels 1-D or 2-D
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What a .npy header says, checked against the bytes that follow it."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def _read_header(stream, size: int, name: str) -> _Header:
+    """Read and check the header of a .npy stream whose total length is ``size`` bytes: the
+    magic string, a parsable header of at most :data:`_MAX_HEADER` bytes, no Python objects, a
+    valid shape of at most :data:`_MAX_NDIM` dimensions, and as many data bytes as the shape
+    needs. Every failure is one :class:`InputError` line that says what is wrong."""
+    from numpy.lib import format as npy_format
+
+    magic = stream.read(8)
+    if magic[:6] != b"\x93NUMPY" or len(magic) < 8:
+        if magic[:1] == b"\x80" and magic[1:2] and 2 <= magic[1] <= 5:
+            raise InputError(f"{name} holds pickled Python data, not a .npy array; probekit never "
+                             "unpickles files. Save the array with np.save(..., "
+                             "allow_pickle=False)")
+        raise InputError(f"{name} is not a .npy array (it does not start with NumPy's magic "
+                         "string)")
+    version = (magic[6], magic[7])
+    readers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+    if version not in readers:
+        raise InputError(f"{name}: .npy format version {version[0]}.{version[1]} is not "
+                         "supported (save it with np.save)")
+    try:
+        shape, fortran_order, dtype = readers[version](stream, max_header_size=_MAX_HEADER)
+    except (ValueError, EOFError, SyntaxError) as error:
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "large" in text or "max_header_size" in text:
+            raise InputError(f"{name}: its .npy header is larger than the {_MAX_HEADER} bytes "
+                             "that can be read safely") from None
+        raise InputError(f"{name}: its .npy header cannot be read ({text})") from None
+    if dtype.hasobject:
+        raise InputError(
+            f"{name} holds pickled Python objects; probekit never unpickles files. Save a "
+            "numeric or string array with np.save(..., allow_pickle=False)")
+    if len(shape) > _MAX_NDIM:
+        raise InputError(f"{name} holds a {len(shape)}-D array; embeddings are 2-D (3-D for a "
+                         "stack of layers) and labels 1-D or 2-D")
+    if not all(isinstance(extent, int) and extent >= 0 for extent in shape):
+        raise InputError(f"{name}: its header claims shape {shape}, which no array has")
+    needed = dtype.itemsize
+    for extent in shape:
+        needed *= extent  # Python integers: no overflow
+    available = size - stream.tell()
+    if needed > available:
+        raise InputError(
+            f"{name} is truncated or its header is wrong: the header claims shape {shape} of "
+            f"{dtype} ({needed:,} bytes) but {max(available, 0):,} bytes follow it")
+    return _Header(tuple(shape), dtype, bool(fortran_order))
+
+
+def _npy_header(path: Path) -> _Header:
+    try:
+        with open(path, "rb") as stream:
+            return _read_header(stream, path.stat().st_size, path.name)
+    except OSError as error:
+        raise InputError(f"cannot read {path.name}: {error.strerror or error}") from None
+
+
 def _load_npy(path: Path) -> np.ndarray:
+    """A checked .npy file, memory-mapped (never unpickled)."""
+    header = _npy_header(path)
+    if 0 in header.shape:
+        return np.zeros(header.shape, dtype=header.dtype)
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as error:
-        if "pickle" in str(error) or "Python objects" in str(error) or "object" in str(error):
-            raise InputError(
-                f"{path.name} holds pickled Python objects; probekit never unpickles files. "
-                "Save a numeric or string array with np.save(..., allow_pickle=False)"
-            ) from None
-        raise InputError(f"cannot read {path.name}: {error}") from None
-    except (OSError, EOFError) as error:
-        raise InputError(f"cannot read {path.name} as .npy: {error}") from None
+    except (ValueError, OSError, EOFError, OverflowError) as error:
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"cannot read {path.name} as .npy: {text}") from None
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise InputError(f"{path.name} is not an .npz archive (not a zip file)") from None
+    except OSError as error:
+        raise InputError(f"cannot read {path.name}: {error.strerror or error}") from None
+
+
+def _npz_member(archive: zipfile.ZipFile, path: Path, key: str | None,
+                preferred: tuple[str, ...], what: str) -> str:
+    """The name of the array to read: ``key``, the only one, or the first preferred name."""
+    names = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
+    if not names:
+        raise InputError(f"{path.name} holds no arrays")
+    if key is not None:
+        if key not in names:
+            raise InputError(f"{path.name} has no array '{key}' (it has: {', '.join(names)})")
+        return key
+    if len(names) == 1:
+        return names[0]
+    matches = [name for name in preferred if name in names]
+    if not matches:
+        raise InputError(f"{path.name} holds several arrays ({', '.join(names)}); say which "
+                         f"{what} to use with --key")
+    return matches[0]
+
+
+def _read_member(archive: zipfile.ZipFile, path: Path, name: str, *,
+                 header_only: bool = False) -> _Header | np.ndarray:
+    """One array of an .npz, its header checked against the member's size before a single data
+    byte is decompressed (a header claiming 10^12 rows fails here, not in an allocation)."""
+    info = archive.getinfo(f"{name}.npy")
+    label = f"{path.name} (array '{name}')"
+    try:
+        with archive.open(info) as stream:
+            header = _read_header(stream, info.file_size, label)
+            if header_only:
+                return header
+            count = 1
+            for extent in header.shape:
+                count *= extent
+            data = stream.read(count * header.dtype.itemsize)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+        raise InputError(f"cannot read {label}: {error}") from None
+    if len(data) < count * header.dtype.itemsize:
+        raise InputError(f"{label} is truncated")
+    array = np.frombuffer(data, dtype=header.dtype, count=count)
+    return array.reshape(header.shape, order="F" if header.fortran_order else "C")
 
 
 def _load_npz(path: Path, key: str | None, preferred: tuple[str, ...], what: str) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
-            if not names:
-                raise InputError(f"{path.name} holds no arrays")
-            if key is not None:
-                if key not in names:
-                    raise InputError(
-                        f"{path.name} has no array '{key}' (it has: {', '.join(names)})"
-                    )
-                chosen = key
-            elif len(names) == 1:
-                chosen = names[0]
-            else:
-                matches = [name for name in preferred if name in names]
-                if not matches:
-                    raise InputError(
-                        f"{path.name} holds several arrays ({', '.join(names)}); "
-                        f"say which {what} to use with --key"
-                    )
-                chosen = matches[0]
-            return archive[chosen]
-    except ValueError as error:
-        if isinstance(error, InputError):
-            raise
-        raise InputError(
-            f"{path.name} holds pickled Python objects; probekit never unpickles files"
-        ) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
-        raise InputError(f"cannot read {path.name} as .npz: {error}") from None
+    with _open_zip(path) as archive:
+        return _read_member(archive, path, _npz_member(archive, path, key, preferred, what))
+
+
+def _npz_header(path: Path, key: str | None, preferred: tuple[str, ...], what: str) -> _Header:
+    with _open_zip(path) as archive:
+        return _read_member(archive, path, _npz_member(archive, path, key, preferred, what),
+                            header_only=True)
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz (a report's figure data), each header checked before its data
+    is read, never unpickled."""
+    path = _existing_file(path, (".npz",), "array")
+    with _open_zip(path) as archive:
+        names = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
+        return {name: _read_member(archive, path, name) for name in names}
 
 
 def _read_table(path: Path, *, header_detect: bool, header: int | None = None):
@@ -325,15 +436,61 @@ def _pick_column(frame, column: str | None, path: Path) -> str:
     )
 
 
+def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file exactly as written: split on newlines only (``\\r\\n``
+    and ``\\n``; not on the other characters ``str.splitlines`` treats as line breaks),
+    nothing unquoted, no final empty line."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"cannot read {path.name} as UTF-8 text: {error.reason} at byte "
+                         f"{error.start}") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _line_labels(path: Path) -> np.ndarray:
+    """One label per line of a ``.txt`` file, kept as written (surrounding spaces aside)."""
+    import pandas as pd
+
+    lines = _read_lines(path)
+    empty = [number for number, line in enumerate(lines, 1) if not line.strip()]
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
+        raise InputError(f"{path.name}: {len(empty)} labels are missing (empty lines: {shown})")
+    return _text_labels(pd.Series(lines, dtype=object))
+
+
 def _text_labels(series) -> np.ndarray:
+    if series.map(lambda cell: isinstance(cell, bytes)).any():
+        try:
+            series = series.map(lambda cell: cell.decode("utf-8") if isinstance(cell, bytes)
+                                else cell)
+        except UnicodeDecodeError as error:
+            raise InputError(f"labels are bytes that are not UTF-8 text ({error.reason})") \
+                from None
     missing = int(series.isna().sum()) + int((series.astype(str).str.strip() == "").sum())
     if missing:
         raise InputError(f"{missing} labels are missing (empty cells)")
-    values = np.asarray(series.astype(str).str.strip().to_numpy(), dtype=str)
+    stripped = series.astype(str).str.strip().to_numpy(dtype=object)
+    _check_printable(stripped, "labels")  # before NumPy's str type drops trailing NULs
+    values = np.asarray(stripped, dtype=str)
     if values.size and all(_INT_PATTERN.match(value) and str(int(value)) == value
                            for value in values):
         return values.astype(np.int64)  # "007" or "+4" stay strings: names are kept as written
     return values
+
+
+def _check_printable(labels: np.ndarray, name: str) -> None:
+    """Refuse labels holding control characters (NUL, unit separators...): they cannot be kept
+    as written (NumPy drops trailing NULs) and are never meant as class names."""
+    bad = [value for value in set(labels.tolist())
+           if any(unicodedata.category(char) == "Cc" for char in value)]
+    if bad:
+        raise InputError(f"{name}: {len(bad)} label(s) hold control characters, e.g. "
+                         f"{bad[0]!r}; labels must be printable text")
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,6 +592,7 @@ def check_labels(y, *, name: str = "labels") -> np.ndarray:
             raise InputError(f"{name}: byte-string labels are not valid UTF-8") from None
     if array.dtype == object:
         if all(isinstance(value, str) for value in array):
+            _check_printable(array, name)  # before NumPy's str type drops trailing NULs
             array = array.astype(str)
         elif all(isinstance(value, (int, np.integer)) and not isinstance(value, bool)
                  for value in array):
@@ -448,6 +606,8 @@ def check_labels(y, *, name: str = "labels") -> np.ndarray:
             )
     elif not (np.issubdtype(array.dtype, np.integer) or array.dtype.kind in "Ub"):
         raise InputError(f"{name}: labels must be integers or strings, got dtype {array.dtype}")
+    if array.dtype.kind == "U":
+        _check_printable(array, name)
     return array
 
 
