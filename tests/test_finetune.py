@@ -189,7 +189,7 @@ def test_finetune_and_embed_bad_input_is_one_line(clips, tmp_path):
     cases = [
         ["finetune", str(clips["train"]), "--embed", str(clash), "--epochs", "50", "--out",
          str(tmp_path / "g")],
-        ["finetune", str(clips["train"]), "--train-last", "1", "--out", str(tmp_path / "h")],
+        ["finetune", str(clips["train"]), "--train-last", "5", "--out", str(tmp_path / "h")],
         ["finetune", str(clips["train"]), "--encoder", "wav2vec", "--out", str(tmp_path / "a")],
         ["finetune", str(bad_manifest), "--encoder", "ge2e", "--out", str(tmp_path / "b")],
         ["finetune", str(clips["train"]), "--probe-metric", "f1", "--out", str(tmp_path / "c")],

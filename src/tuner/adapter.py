@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from tuner.data import ArrayDataset
+from tuner.finite import NonFiniteError, describe_rows, nonfinite_rows
 from tuner.train import TrainConfig, fit
 
 
@@ -60,7 +61,13 @@ def train_adapter(X: np.ndarray, y: np.ndarray, config: AdapterConfig | None = N
     config = config or AdapterConfig()
     if config.objective not in ("supcon", "ce"):
         raise ValueError(f"objective must be 'supcon' or 'ce', got {config.objective}")
-    data = ArrayDataset(np.ascontiguousarray(X, dtype=np.float32), np.asarray(y))
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused just below
+        rows = np.ascontiguousarray(X, dtype=np.float32)
+    bad = nonfinite_rows(rows)
+    if len(bad):
+        raise NonFiniteError(f"{len(bad)} of {len(rows)} training rows hold NaN or infinite "
+                             f"values in float32 ({describe_rows(bad)})")
+    data = ArrayDataset(rows, np.asarray(y))
     n_classes = len(data.classes)
     batch = min(config.batch_size - config.batch_size % config.m, config.m * n_classes)
     settings = TrainConfig(
@@ -78,11 +85,21 @@ def train_adapter(X: np.ndarray, y: np.ndarray, config: AdapterConfig | None = N
 
 @torch.no_grad()
 def apply_adapter(adapter: Adapter, X: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-    """The tuned embeddings of rows ``X`` (float32), in batches."""
+    """The tuned embeddings of rows ``X`` (float32), in batches.
+
+    Raises :class:`tuner.finite.NonFiniteError` (a ValueError) when a tuned row holds NaN or
+    infinite values (non-finite input rows, or values so large that the MLP overflows float32):
+    non-finite embeddings are never returned.
+    """
     adapter.eval()
     out = np.empty((X.shape[0], X.shape[1]), dtype=np.float32)
     for start in range(0, X.shape[0], batch_size):
         block = torch.from_numpy(np.ascontiguousarray(X[start:start + batch_size], np.float32))
         out[start:start + len(block)] = adapter(block).numpy()
+    bad = nonfinite_rows(out)
+    if len(bad):
+        raise NonFiniteError(f"{len(bad)} of {len(out)} tuned embeddings hold NaN or infinite "
+                             f"values ({describe_rows(bad)}): the input rows are not finite or "
+                             "so large that the adapter overflows float32")
     return out
 

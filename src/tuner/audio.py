@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tuner.finite import check_waveform
+
 INT16_MAX = 2**15 - 1
 GE2E_N_MELS = 40
 GE2E_WINDOW_MS = 25
@@ -51,7 +53,9 @@ def load_audio(path: str | PathLike, sample_rate: int) -> np.ndarray:
     FileNotFoundError
         The file does not exist.
     ValueError
-        The file cannot be decoded by libsndfile or holds no samples.
+        The file cannot be decoded by libsndfile, holds no samples, or holds NaN, infinite or
+        absurdly large samples (:func:`tuner.finite.check_waveform`: float WAVs can hold any
+        float; such a clip would turn the loss and every trained weight into NaN).
     """
     if int(sample_rate) != sample_rate or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate}")
@@ -67,6 +71,7 @@ def load_audio(path: str | PathLike, sample_rate: int) -> np.ndarray:
         raise ValueError(f"cannot read audio file {path}: {reason}") from None
     if samples.size == 0:
         raise ValueError(f"audio file {path} holds no samples")
+    check_waveform(samples, f"audio file {path}")
     mono = samples.mean(axis=1, dtype=np.float32)
     if file_rate != sample_rate:
         from scipy.signal import resample_poly
@@ -89,14 +94,19 @@ def read_manifest(path: str | PathLike) -> tuple[list[Path], list[list[str]]]:
         Absolute paths of the audio files, in manifest order; every one exists.
     labels : list of list of str
         The labels of each file (at least one).
+
+    Raises
+    ------
+    FileNotFoundError
+        The manifest does not exist.
+    ValueError
+        A missing column, path or label, missing audio files, or a file the ``csv`` module
+        cannot parse (a cell over its field limit of 131,072 characters, a NUL byte, ...).
     """
     manifest = Path(path)
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest not found: {manifest}")
-    with manifest.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = [name.strip() for name in next(reader, [])]
-        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    header, rows = _read_rows(manifest)
     missing_columns = [name for name in ("path", "label") if name not in header]
     if missing_columns:
         raise ValueError(f"manifest {manifest} lacks column(s) {', '.join(missing_columns)} "
@@ -125,6 +135,30 @@ def read_manifest(path: str | PathLike) -> tuple[list[Path], list[list[str]]]:
         raise ValueError(f"manifest {manifest}: {len(missing_files)} audio file(s) missing: "
                          f"{shown}{more}")
     return paths, labels
+
+
+def _read_rows(manifest: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The stripped header and the non-blank rows (with their line numbers) of a CSV file;
+    ``csv.Error`` becomes a one-line ValueError naming the file and the line."""
+    with manifest.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = [name.strip() for name in next(reader, [])]
+            rows = [(reader.line_num, row) for row in reader
+                    if any(cell.strip() for cell in row)]
+        except csv.Error as error:
+            raise ValueError(f"manifest {manifest} line {reader.line_num}: cannot be read as "
+                             f"CSV: {csv_error_reason(error)}") from None
+    return header, rows
+
+
+def csv_error_reason(error: csv.Error) -> str:
+    """One line on a ``csv.Error``; the field-limit error says what the limit is for."""
+    reason = " ".join(str(error).split())
+    if "field larger than field limit" in reason:
+        reason = (f"a cell is longer than {csv.field_size_limit():,} characters, the csv "
+                  "module's field limit (a cell holds one path, name or list of labels)")
+    return reason
 
 
 def split_labels(cell: str, separator: str = ";") -> list[str]:

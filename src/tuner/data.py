@@ -9,12 +9,15 @@ cropped by the dataset; turning a list of waveforms into model inputs is the enc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
+
+from tuner.finite import check_setting
 
 
 def encode_targets(label_lists: Sequence[Sequence[str]], classes: Sequence[str] | None = None,
@@ -110,6 +113,7 @@ class AudioDataset(Dataset):
                  cache: bool = False, seed: int = 0):
         if len(paths) != len(targets):
             raise ValueError(f"{len(paths)} audio files but {len(targets)} targets")
+        check_crop(max_seconds, sample_rate)
         self.paths, self.targets, self.classes = list(paths), np.asarray(targets), list(classes)
         self.sample_rate, self.max_seconds = int(sample_rate), max_seconds
         self.random_crop, self.seed, self.epoch = random_crop, seed, 0
@@ -146,7 +150,7 @@ class AudioDataset(Dataset):
     def _crop(self, wave: np.ndarray, index: int) -> np.ndarray:
         if self.max_seconds is None:
             return wave
-        length = max(1, int(round(self.max_seconds * self.sample_rate)))
+        length = crop_length(self.max_seconds, self.sample_rate)
         if len(wave) <= length:
             return wave
         if self.random_crop:
@@ -159,6 +163,25 @@ class AudioDataset(Dataset):
     def collate(self, encoder) -> Callable:
         """The DataLoader ``collate_fn``: the encoder's ``preprocess`` on the batch's waveforms."""
         return WaveformCollate(encoder.preprocess)
+
+
+def crop_length(max_seconds: float, sample_rate: int) -> int:
+    """``max(1, round(max_seconds * sample_rate))`` samples."""
+    return max(1, int(round(max_seconds * sample_rate)))
+
+
+def check_crop(max_seconds: float | None, sample_rate: int) -> None:
+    """One-line ValueErrors for a crop length that is not a positive finite number of seconds
+    (``inf`` or ``nan`` would fail only when the first clip is cropped, as an OverflowError),
+    or whose sample count ``max_seconds * sample_rate`` overflows a float."""
+    if int(sample_rate) != sample_rate or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate}")
+    if max_seconds is None:
+        return
+    check_setting("max_seconds", max_seconds, low=0.0, low_open=True)
+    if not math.isfinite(float(max_seconds) * sample_rate):
+        raise ValueError(f"max_seconds {max_seconds:g} is too large: give a length in seconds "
+                         "that fits a clip, or no crop at all")
 
 
 class WaveformDataset(Dataset):

@@ -3,7 +3,9 @@
 ``embed(encoder, data)`` runs the encoder in evaluation mode, without gradients, in batches,
 on the GPU when there is one (bf16 autocast there unless ``amp=False``), and returns float32
 rows in the order of ``data``. ``np.save`` them and run ``probekit evaluate``, or pass them to
-``probekit.dual_probe``.
+``probekit.dual_probe``. Embeddings are always finite: a NaN or infinite row is an error
+(:class:`tuner.finite.NonFiniteError`, naming the rows and, for audio, their files), never an
+output.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from tuner.data import collate_for, dataset_of
 from tuner.distributed import select_device
+from tuner.finite import NonFiniteError, describe_rows, nonfinite_rows
 
 
 def encode(encoder: torch.nn.Module, inputs) -> torch.Tensor:
@@ -53,6 +56,12 @@ def embed(encoder: torch.nn.Module, data, *, head: torch.nn.Module | None = None
     head : embed after this module too (e.g. the projection head) instead of the encoder
         output.
     device : ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or a torch.device.
+
+    Raises
+    ------
+    NonFiniteError
+        (a ValueError) Some rows hold NaN or infinite values: the message says how many and
+        which (with their files, for audio datasets). Nothing is returned.
     """
     dataset = dataset_of(data)
     device = device if isinstance(device, torch.device) else select_device(device)
@@ -75,7 +84,32 @@ def embed(encoder: torch.nn.Module, data, *, head: torch.nn.Module | None = None
             module.train(mode)
     if not rows:
         raise ValueError("nothing to embed: the data set is empty")
-    return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
+    out = np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
+    check_embeddings(out, dataset)
+    return out
+
+
+def check_embeddings(rows: np.ndarray, dataset=None) -> None:
+    """Refuse embeddings with NaN or infinite values: one line with how many rows, the first
+    few of them and, when ``dataset`` names its items (audio files), their names."""
+    bad = nonfinite_rows(rows)
+    if len(bad):
+        raise NonFiniteError(
+            f"{len(bad)} of {len(rows)} embeddings hold NaN or infinite values: "
+            f"{describe_rows(bad, item_names(dataset))}; the encoder's weights or these "
+            "inputs are not finite")
+
+
+def item_names(dataset) -> list[str] | None:
+    """The names of a dataset's items in order (the file names of an audio dataset, also
+    through ``Subset``s), or None when it has none."""
+    if isinstance(dataset, Subset):
+        names = item_names(dataset.dataset)
+        return None if names is None else [names[index] for index in dataset.indices]
+    paths = getattr(dataset, "paths", None)
+    if paths is None or len(paths) != len(dataset):
+        return None
+    return [getattr(path, "name", str(path)) for path in paths]
 
 
 @torch.no_grad()

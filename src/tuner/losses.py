@@ -19,6 +19,8 @@ ICML 2020; the Jaccard weighting follows arXiv 2309.11895 (multi-label audio tag
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -35,14 +37,34 @@ def _flatten_views(features: torch.Tensor) -> tuple[torch.Tensor, int]:
     return features.transpose(0, 1).reshape(views * batch, dim), views
 
 
+MIN_TEMPERATURE = 1e-4
+"""The smallest temperature accepted. Cosine similarities lie in [-1, 1], so the logits
+``s/T`` lie within ±1/T: at T = 1e-4 that is ±1e4, which the log-sum-exp (it subtracts each
+row's maximum) handles exactly in float32, but the gradients ``(p - w)/T`` already reach 1e4
+and float32 rounding of a cosine (~6e-8) becomes ~6e-4 of logit noise. Below it the softmax is
+a hard maximum (only the nearest negative gets a gradient) and, as T -> 0, ``1/T`` overflows:
+T = 1e-300 gives infinite logits and a NaN loss. SupCon and SimCLR use 0.05-0.5."""
+
+
+def check_temperature(temperature) -> float:
+    """``temperature`` as a float, or a one-line ValueError unless it is finite and
+    >= :data:`MIN_TEMPERATURE`."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value >= MIN_TEMPERATURE):
+        raise ValueError(f"temperature must be a finite number >= {MIN_TEMPERATURE:g} (logits "
+                         f"are cosine / temperature), got {temperature}")
+    return value
+
+
 class _WeightedContrastive(nn.Module):
     """The shared computation; subclasses build the positive weights."""
 
     def __init__(self, temperature: float = 0.07):
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
 
     def _compute_loss(self, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``features`` (N, D) any dtype; ``weights`` (N, N) non-negative positive weights."""

@@ -23,6 +23,8 @@ import io
 from collections.abc import Iterable
 from pathlib import Path
 
+from tuner.audio import csv_error_reason
+
 BUILDERS = ("esc50", "speech-commands", "fsd50k")
 
 
@@ -44,7 +46,12 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict]:
     if not path.is_file():
         raise ValueError(f"metadata file not found: {path}")
     with open(path, newline="", encoding="utf-8") as stream:
-        rows = list(csv.DictReader(stream))
+        reader = csv.DictReader(stream)
+        try:
+            rows = list(reader)
+        except csv.Error as error:  # e.g. a cell over the csv module's field limit
+            raise ValueError(f"{path.name} line {reader.reader.line_num}: cannot be read as "
+                             f"CSV: {csv_error_reason(error)}") from None
     missing = [name for name in required if not rows or name not in rows[0]]
     if missing:
         raise ValueError(f"{path.name} lacks column(s) {', '.join(missing)}")

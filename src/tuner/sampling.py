@@ -2,8 +2,11 @@
 
 ``MPerClassSampler`` draws, for every batch, ``batch_size // m`` distinct classes and ``m``
 samples of each (without replacement inside a class while it has enough samples, with
-replacement for classes smaller than ``m``). Seeded; each epoch reshuffles with ``seed +
-epoch`` (call :meth:`set_epoch`, as with ``DistributedSampler``).
+replacement for classes smaller than ``m``). Seeded: epoch ``e`` draws from
+``np.random.default_rng([seed, e])`` (call :meth:`set_epoch`, as with ``DistributedSampler``),
+a generator seeded by the pair, so that every (seed, epoch) pair gets its own stream (with
+``seed + epoch``, epoch 1 of seed 0 would repeat epoch 0 of seed 1) and a resumed run sees the
+batches of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ class MPerClassSampler:
     m : samples per class in a batch (>= 2, so every anchor has a positive).
     batch_size : a multiple of ``m``, with ``batch_size // m`` <= the number of classes.
     batches_per_epoch : default ``N // batch_size`` (at least 1).
-    seed : base seed.
+    seed : base seed; epoch ``e`` draws from ``np.random.default_rng([seed, e])``.
     """
 
     def __init__(self, labels, m: int = 4, batch_size: int = 64,
@@ -69,7 +72,7 @@ class MPerClassSampler:
 class ShuffledBatches:
     """Batches of ``batch_size`` indices drawn from seeded permutations of ``range(n)`` (a new
     permutation when one runs out): the sampler for cross-entropy and multi-label training.
-    ``set_epoch`` reshuffles with ``seed + epoch``."""
+    ``set_epoch(e)`` reshuffles: epoch ``e`` draws from ``np.random.default_rng([seed, e])``."""
 
     def __init__(self, n: int, batch_size: int, batches_per_epoch: int | None = None,
                  seed: int = 0):

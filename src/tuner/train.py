@@ -9,9 +9,12 @@ transformer on waveforms), on the CPU or a GPU, in one process or under
             this rank's slice -> encoder -> head -> [gather across ranks, with gradients]
             loss (SupCon | Jaccard SupCon | cross-entropy)
             AdamW step, gradient clipping, linear warm-up then cosine learning rate
+        stop if the loss (or a weight) is NaN or infinite: TrainingDiverged, and the
+        checkpoints keep the last finite epoch
         every ``probe_every`` epochs: embed the validation set (and a sample of the training
-        set) and run probekit's kNN and linear probes; keep the best checkpoint by
-        ``probe_metric`` (default: weighted kNN accuracy at k = 20)
+        set) and run probekit's kNN and linear probes (single-label: accuracy; multi-label:
+        mAP of probekit.multilabel); keep the best checkpoint by ``probe_metric`` (default:
+        weighted kNN at k = 20)
         checkpoint (``last.pt``, ``best.pt``), a log line, ``log.json``
 
 Mixed precision is bf16 autocast on CUDA (no loss scaling needed); the losses compute their
@@ -53,12 +56,17 @@ from tuner.distributed import (
     select_device,
 )
 from tuner.embed import autocast, embed, encode, to_device
+from tuner.finite import TrainingDiverged, check_setting, check_tensors, nonfinite_tensors
 from tuner.heads import ProjectionHead
-from tuner.losses import JaccardSupConLoss, SupConLoss
+from tuner.losses import JaccardSupConLoss, SupConLoss, check_temperature
 from tuner.sampling import MPerClassSampler, RankShard, ShuffledBatches
 
 OBJECTIVES = ("supcon", "jaccard", "ce")
 CHECKPOINT_FORMAT = "tuner-checkpoint-1"
+DIVERGENCE_CHECK_STEPS = 20
+"""The losses are checked for NaN / inf every this many steps and at the end of every epoch:
+often enough that a diverged run stops soon, rarely enough that the GPU is not made to wait
+for the host on every step (the check reads the losses back)."""
 
 
 @dataclass
@@ -79,10 +87,16 @@ class TrainConfig:
     clip_norm : gradient-norm clipping (None: off).
     amp : bf16 autocast on CUDA (ignored on the CPU).
     device : ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
+    lr : AdamW's peak learning rate, finite and > 0; weight_decay : finite and >= 0.
+    temperature : of the contrastive losses, finite and >= ``tuner.losses.MIN_TEMPERATURE``
+        (1e-4; why there: its docstring).
     probe_every : probe every this many epochs (and after the last); 0 turns probing off.
     probe_metric : ``"knn_weighted@K"``, ``"knn_majority@K"`` or ``"linear"``: the
-        validation accuracy that picks the best checkpoint.
-    probe_linear : run the linear probe too (it is logged even when it does not choose).
+        validation score that picks the best checkpoint: accuracy for single-label data, mAP
+        for multi-label data (probekit's multi-label probes, whose kNN has only the weighted
+        vote, so ``knn_majority@K`` is single-label only).
+    probe_linear : run the linear probe too (it is logged even when it does not choose; the
+        multi-label probe always runs it).
     probe_max_train : training rows embedded as the probes' training set (a seeded sample).
     embed_from : probe the ``"encoder"`` output (default) or the ``"head"`` output.
     restore_best : after training, load the best checkpoint's weights into the encoder (and
@@ -152,7 +166,12 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def check_config(config: TrainConfig) -> None:
-    """One-line ValueErrors for settings that cannot work."""
+    """One-line ValueErrors for settings that cannot work: an unknown objective, probe metric
+    or ``embed_from``; ``epochs < 1`` or ``batch_size < 2``; a learning rate that is not
+    finite and positive (``inf`` makes the first step write NaN into every weight); a weight
+    decay or warm-up that is not finite and non-negative; a clip norm that is not positive; a
+    temperature that is not finite or below ``MIN_TEMPERATURE`` (see
+    :func:`tuner.losses.check_temperature`)."""
     if config.objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, "
                          f"got {config.objective}")
@@ -160,8 +179,13 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError("epochs must be >= 1 and batch_size >= 2")
     if config.embed_from not in ("encoder", "head"):
         raise ValueError(f"embed_from must be encoder or head, got {config.embed_from}")
-    if not config.lr > 0 or config.weight_decay < 0 or config.warmup_epochs < 0:
-        raise ValueError("lr must be positive, weight_decay and warmup_epochs non-negative")
+    check_setting("lr", config.lr, low=0.0, low_open=True)
+    check_setting("weight_decay", config.weight_decay, low=0.0)
+    check_setting("warmup_epochs", config.warmup_epochs, low=0.0)
+    if config.clip_norm is not None and not config.clip_norm > 0:
+        raise ValueError(f"clip_norm must be positive (or None: no clipping), "
+                         f"got {config.clip_norm}")
+    check_temperature(config.temperature)
     parse_probe_metric(config.probe_metric)
 
 
@@ -274,11 +298,8 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
     out_dir = Path(out_dir) if out_dir is not None else None
     result = TrainResult(encoder=encoder, head=head)
     probing = val_set is not None and config.probe_every > 0
-    if probing and multi_label:
-        probing = False
-        _say(config, rank, "probes skipped: probekit's probes are single-label")
     if probing:
-        _check_probe_size(config, train_set)
+        _check_probe_size(config, train_set, val_set)
     if out_dir is not None and rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable folder fails now, not later
     start = 0
@@ -287,6 +308,8 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
             raise ValueError("resume=True reads out_dir/last.pt: give out_dir (or a path)")
         path = out_dir / "last.pt" if resume is True else Path(resume)
         start = _restore(load_checkpoint(path), model, optimizer, scheduler, result, device)
+        if out_dir is not None and (out_dir / "last.pt").is_file():
+            result.last_checkpoint = out_dir / "last.pt"
         best_file = (out_dir or path.parent) / "best.pt"
         if result.best_epoch is not None and best_file.is_file():
             result.best_checkpoint = best_file
@@ -298,7 +321,7 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
         train_mode(model)
-        losses = []
+        losses, checked = [], 0
         for inputs, batch_targets in _progress(loader, config, rank, epoch):
             inputs, batch_targets = to_device(inputs, device), batch_targets.to(device)
             with autocast(device, config.amp):
@@ -311,7 +334,12 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
             optimizer.step()
             last_lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            losses.append(loss.detach())  # no host synchronisation inside the epoch
+            losses.append(loss.detach())  # read back every DIVERGENCE_CHECK_STEPS steps only
+            if len(losses) - checked >= DIVERGENCE_CHECK_STEPS:
+                _check_losses(losses, checked, epoch, steps, device, result, config)
+                checked = len(losses)
+        _check_losses(losses, checked, epoch, steps, device, result, config)
+        _check_weights(model, epoch, result, config)
         record = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
                   "loss": mean_over_ranks(torch.stack(losses).double().mean().item(), device),
                   "lr": last_lr}
@@ -332,7 +360,7 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
                                                               config, train_set, epoch + 1))
                 record["seconds"] = round(time.perf_counter() - began, 3)
                 result.history.append(record)
-                _say(config, rank, log_line(record, config))
+                _say(config, rank, log_line(record, config, probe_measure(train_set)))
                 if on_epoch is not None:
                     on_epoch(record)
                 if out_dir is not None:
@@ -370,11 +398,65 @@ def train_mode(model: nn.Module) -> None:
             module.eval()
 
 
+def _check_losses(losses: list[torch.Tensor], start: int, epoch: int, steps: int,
+                  device: torch.device, result: TrainResult, config: TrainConfig) -> None:
+    """Stop training (:class:`TrainingDiverged`, on every rank) when a loss from step
+    ``start`` of this epoch on is NaN or infinite; the message names the first such step."""
+    first = None
+    if start < len(losses):
+        finite = torch.isfinite(torch.stack(losses[start:])).cpu()
+        if not bool(finite.all()):
+            first = start + int(torch.nonzero(~finite)[0, 0])
+    if not any_rank_failed(first is not None, device):
+        return
+    if first is None:
+        where = "on another process"
+    else:
+        where = (f"({float(losses[first])}) at epoch {epoch + 1}, step {first + 1} of {steps} "
+                 f"(global step {epoch * steps + first + 1})")
+    raise TrainingDiverged(f"training diverged: the loss is not finite {where}; "
+                           f"{_kept(result)}; {_advice(config)}")
+
+
+def _check_weights(model: nn.Module, epoch: int, result: TrainResult,
+                   config: TrainConfig) -> None:
+    """After an epoch's last step, before any probe or checkpoint: every weight is finite (a
+    non-finite gradient on the last step leaves NaN weights behind a finite loss)."""
+    bad = nonfinite_tensors(model.state_dict())
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise TrainingDiverged(f"training diverged at the end of epoch {epoch + 1}: "
+                               f"{len(bad)} weight tensor(s) hold NaN or infinite values "
+                               f"({shown}); {_kept(result)}; {_advice(config)}")
+
+
+def _kept(result: TrainResult) -> str:
+    """What the checkpoints on disk hold after a divergence (they are never overwritten)."""
+    if result.last_checkpoint is None:
+        return "no checkpoint was written"
+    epoch = result.history[-1]["epoch"] if result.history else "?"
+    kept = f"{result.last_checkpoint} keeps epoch {epoch}"
+    if result.best_checkpoint is not None:
+        kept += f", {result.best_checkpoint.name} epoch {result.best_epoch}"
+    return kept
+
+
+def _advice(config: TrainConfig) -> str:
+    return (f"lower the learning rate (lr {config.lr:g}) or raise the temperature "
+            f"({config.temperature:g}), and check the inputs")
+
+
 def probe_scores(model: EncoderWithHead, train_set, val_set, config: TrainConfig,
                  device: torch.device) -> dict[str, float]:
-    """Validation accuracies of probekit's probes on the current embeddings: the kNN probe
-    (both votes at k = 1, 5, 10, 20 and the k of ``probe_metric``) and the linear probe, with
-    a seeded sample of at most ``probe_max_train`` training rows as the probes' training set."""
+    """Validation scores of probekit's probes on the current embeddings, with a seeded sample
+    of at most ``probe_max_train`` training rows as the probes' training set.
+
+    Single-label data: accuracies of the kNN probe (both votes at k = 1, 5, 10, 20 and the k of
+    ``probe_metric``) and of the linear probe. Multi-label data (``(N, C)`` targets): the mAP
+    of probekit's multi-label probes (:func:`probekit.multilabel.multilabel_probe`: the
+    similarity-weighted kNN tag scores at those k, under the names ``knn_weighted@K``, and the
+    one-vs-rest linear probe, ``linear``), without the geometry diagnostics.
+    """
     import probekit
 
     rows = np.arange(len(train_set))
@@ -390,45 +472,93 @@ def probe_scores(model: EncoderWithHead, train_set, val_set, config: TrainConfig
     y_val = np.asarray(val_set.targets)
     _, metric_k = parse_probe_metric(config.probe_metric)
     ks = sorted({1, 5, 10, 20} | ({metric_k} if metric_k else set()))
-    ks = [k for k in ks if k <= len(rows)]
-    knn = probekit.knn_probe(train_rows, y_train, val_rows, y_val, k=ks, n_bootstrap=10,
-                             seed=config.seed)
-    scores = {f"knn_{vote}@{k}": float(getattr(knn, vote)[k].accuracy)
-              for vote in ("weighted", "majority") for k in knn.k}
-    if config.probe_linear or config.probe_metric == "linear":
-        linear = probekit.linear_probe(train_rows, y_train, val_rows, y_val, n_bootstrap=10,
-                                       seed=config.seed)
-        scores["linear"] = float(linear.scores.accuracy)
+    if y_train.ndim == 2:
+        scores = _multilabel_scores(train_rows, y_train, val_rows, y_val, ks, config)
+    else:
+        ks = [k for k in ks if k <= len(rows)]
+        knn = probekit.knn_probe(train_rows, y_train, val_rows, y_val, k=ks, n_bootstrap=10,
+                                 seed=config.seed)
+        scores = {f"knn_{vote}@{k}": float(getattr(knn, vote)[k].accuracy)
+                  for vote in ("weighted", "majority") for k in knn.k}
+        if config.probe_linear or config.probe_metric == "linear":
+            linear = probekit.linear_probe(train_rows, y_train, val_rows, y_val,
+                                           n_bootstrap=10, seed=config.seed)
+            scores["linear"] = float(linear.scores.accuracy)
     if config.probe_metric not in scores:
         raise ValueError(f"probe metric {config.probe_metric} could not be computed: the probe "
                          f"training set has {len(rows)} rows")
     return scores
 
 
-def _check_probe_size(config: TrainConfig, train_set) -> None:
-    """Before any training: the probe metric's k must fit the probes' training rows."""
-    _, metric_k = parse_probe_metric(config.probe_metric)
+def _multilabel_scores(train_rows: np.ndarray, y_train: np.ndarray, val_rows: np.ndarray,
+                       y_val: np.ndarray, ks: list[int], config: TrainConfig) -> dict[str, float]:
+    """mAP of probekit's multi-label kNN (weighted vote, every k that fits) and linear probes,
+    scored on the validation rows (see :func:`probe_scores`)."""
+    from probekit.multilabel import multilabel_probe
+
+    report = multilabel_probe(train_rows, y_train, X_test=val_rows, Y_test=y_val, k=ks,
+                              seed=config.seed, n_bootstrap=10, geometry=False)
+    scores = {f"knn_weighted@{k}": report.knn["weighted"][str(k)]["map"]
+              for k in report.protocol["k"]}
+    scores["linear"] = report.linear["map"]
+    return {name: float(value) for name, value in scores.items() if value is not None}
+
+
+def _probe_rows(config: TrainConfig, train_set) -> int:
+    """Training rows the kNN probe searches: the probe sample, less the multi-label probe's
+    validation split (a tenth, at least 1), which it holds out to tune thresholds and C."""
     available = min(len(train_set), config.probe_max_train)
+    if np.asarray(train_set.targets).ndim == 2:
+        available -= max(1, int(round(0.1 * available)))
+    return available
+
+
+def _check_probe_size(config: TrainConfig, train_set, val_set) -> None:
+    """Before any training: the probe metric's k must fit the probes' training rows; for
+    multi-label data the metric must be one the multi-label probes compute and the validation
+    set must carry a tag that occurs in training."""
+    vote, metric_k = parse_probe_metric(config.probe_metric)
+    targets = np.asarray(train_set.targets)
+    if targets.ndim == 2:
+        if vote == "majority":
+            raise ValueError(f"probe_metric {config.probe_metric} is single-label only: the "
+                             "multi-label kNN probe has the weighted vote (knn_weighted@K) "
+                             "and linear")
+        learnable = targets.any(axis=0)
+        if not np.asarray(val_set.targets)[:, learnable].any():
+            raise ValueError("no tag of the validation set occurs in the training set: the "
+                             "multi-label probes have nothing to score")
+    available = _probe_rows(config, train_set)
     if metric_k is not None and metric_k > available:
         raise ValueError(f"probe_metric {config.probe_metric} needs at least {metric_k} "
                          f"training rows for the probe; there are {available}: choose a "
                          "smaller k")
 
 
-def log_line(record: dict, config: TrainConfig) -> str:
-    """``epoch 3/10  loss 2.1034  lr 9.05e-05  knn_weighted@20 0.812  linear 0.840  4.2 s``"""
+def log_line(record: dict, config: TrainConfig, measure: str = "accuracy") -> str:
+    """``epoch 3/10  loss 2.1034  lr 9.05e-05  knn_weighted@20 0.812  linear 0.840  4.2 s``
+    (``knn_weighted@20 mAP 0.412`` ... when the probes' ``measure`` is ``"map"``)."""
     parts = [f"epoch {record['epoch']}/{config.epochs}", f"loss {record['loss']:.4f}",
              f"lr {record['lr']:.2e}"]
     probe = record.get("probe", {})
+    unit = " mAP" if measure == "map" else ""
     for name in dict.fromkeys([config.probe_metric, "linear"]):
         if name in probe:
-            parts.append(f"{name} {probe[name]:.3f}")
+            parts.append(f"{name}{unit} {probe[name]:.3f}")
     parts.append(f"{record['seconds']:.1f} s")
     return "  ".join(parts)
 
 
+def probe_measure(train_set) -> str:
+    """What the probe scores are: ``"map"`` for multi-label targets, else ``"accuracy"``."""
+    return "map" if np.asarray(train_set.targets).ndim == 2 else "accuracy"
+
+
 def save_checkpoint(path: Path, payload: dict) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then an atomic rename."""
+    """``torch.save`` to a temporary file beside ``path``, then an atomic rename. A payload
+    with a NaN or infinite tensor is refused (:class:`tuner.finite.NonFiniteError`) before
+    anything is written, so a good checkpoint is never replaced by a diverged one."""
+    check_tensors(payload, f"the state to save as {path.name}", "save")
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -440,7 +570,9 @@ def save_checkpoint(path: Path, payload: dict) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by :func:`fit`, read with ``weights_only=True`` (no code runs)."""
+    """A checkpoint written by :func:`fit`, read with ``weights_only=True`` (no code runs).
+    One with a NaN or infinite tensor in its weights (or optimiser state) is refused with
+    :class:`tuner.finite.NonFiniteError`: its embeddings would all be NaN."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -452,6 +584,8 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path.name} is not a tuner checkpoint (no '{CHECKPOINT_FORMAT}' "
                          "marker)")
+    check_tensors({name: payload.get(name) for name in ("encoder", "head", "optimizer")},
+                  f"checkpoint {path.name}")
     return payload
 
 
@@ -472,7 +606,7 @@ def write_log(path: Path, result: TrainResult, config: TrainConfig, train_set) -
     document = {"config": dataclasses.asdict(config), "classes": _classes(train_set),
                 "epochs": result.history,
                 "best": {"epoch": result.best_epoch, "metric": config.probe_metric,
-                         "score": result.best_score}}
+                         "measure": probe_measure(train_set), "score": result.best_score}}
     write_atomically(path, json.dumps(document, indent=2) + "\n")
 
 
