@@ -184,3 +184,204 @@ def test_an_oversized_header_and_a_non_zip_npz_say_what_is_wrong(tmp_path):
     (tmp_path / "y.npz").write_text("not a zip at all")
     with pytest.raises(InputError, match="is not an .npz archive \\(not a zip file\\)"):
         load_embeddings(tmp_path / "y.npz")
+
+
+# ------------------------------------------------------------------ saved reports
+
+
+@pytest.fixture(scope="module")
+def two_reports():
+    X, y = gaussian_classes(150, 6, 3, separation=1.5, seed=6)
+    a = dual_probe(X, y, save_predictions=True, **FAST)
+    b = dual_probe(X * np.float32(-1.0) + 0.5, y, save_predictions=True, **FAST)
+    return a, b
+
+
+def test_a_sidecar_of_another_run_is_refused(tmp_path, two_reports):
+    from probekit import Report
+
+    a, b = two_reports
+    a.save(tmp_path / "a.json")
+    b.save(tmp_path / "b.json")
+    (tmp_path / "a.npz").write_bytes((tmp_path / "b.npz").read_bytes())
+    with pytest.raises(InputError, match="a.npz does not belong to a.json"):
+        Report.load(tmp_path / "a.json")
+
+
+def test_a_write_killed_between_sidecar_and_json_leaves_no_loadable_mix(tmp_path, monkeypatch,
+                                                                         two_reports):
+    from probekit import Report, report
+
+    a, b = two_reports
+    a.save(tmp_path / "r.json")
+    original, calls = report.write_atomically, []
+
+    def dies_on_the_json(path, content):
+        calls.append(path)
+        if str(path).endswith(".json"):
+            raise KeyboardInterrupt  # the process dies between the two renames
+        return original(path, content)
+
+    monkeypatch.setattr(report, "write_atomically", dies_on_the_json)
+    with pytest.raises(KeyboardInterrupt):
+        b.save(tmp_path / "r.json")
+    monkeypatch.undo()
+    assert [p.suffix for p in calls] == [".npz", ".json"]  # the sidecar is written first
+    with pytest.raises(InputError, match="r.npz does not belong to r.json"):
+        Report.load(tmp_path / "r.json")  # old JSON, new sidecar: refused, never paired
+    b.save(tmp_path / "r.json")
+    assert Report.load(tmp_path / "r.json").to_dict() == b.to_dict()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.npz"]
+
+
+def _mangled(report, path, change):
+    data = json.loads(report.to_json())
+    change(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+MANGLES = {
+    "null knn": lambda d: d.update(knn=None),
+    "list input": lambda d: d.update(input=[1, 2]),
+    "NaN accuracy": lambda d: d["linear"].update(accuracy=float("nan")),
+    "string accuracy": lambda d: d["knn"]["weighted"]["5"].update(accuracy="high"),
+    "one-element ci": lambda d: d["linear"].update(ci95=[0.5]),
+    "missing classes": lambda d: d["input"].pop("classes"),
+    "counts of another length": lambda d: d["input"]["train_class_counts"].append(3),
+    "best k not in the table": lambda d: d["knn"]["best"].update(k=77),
+    "unknown split": lambda d: d["protocol"].update(split="magic"),
+    "geometry string": lambda d: d["geometry"].update(nc1="low"),
+    "not an object": lambda d: d.clear() or d.update(x=1),
+}
+
+
+@pytest.mark.parametrize("mangle", sorted(MANGLES))
+def test_malformed_reports_are_one_line_in_compare_and_plot(tmp_path, mangle, two_reports):
+    from click.testing import CliRunner
+
+    from probekit.cli import cli
+
+    a, b = two_reports
+    b.save(tmp_path / "b.json")
+    bad = _mangled(a, tmp_path / "a.json", MANGLES[mangle])
+    for arguments in (["compare", str(bad), str(tmp_path / "b.json")],
+                      ["plot", str(bad), "--out", str(tmp_path / "figs")]):
+        result = CliRunner().invoke(cli, arguments)
+        assert result.exit_code == 2, (arguments, result.output)
+        assert result.output.startswith("error: ") and result.output.count("\n") == 1
+        assert "not a probekit report" in result.output
+
+
+@pytest.mark.parametrize("key", ["confusion_linear", "projection_codes", "correct_knn"])
+def test_a_malformed_sidecar_is_one_line(tmp_path, key):
+    from probekit import Report
+
+    X, y = gaussian_classes(90, 4, 3, seed=7)
+    report = dual_probe(X, y, save_predictions=True, projection=True, **FAST)
+    arrays = dict(report.arrays)
+    arrays[key] = {"confusion_linear": np.zeros((3, 3, 3), dtype=np.int64),
+                   "projection_codes": arrays["projection_codes"] + 10,
+                   "correct_knn": arrays["correct_knn"][:, :2]}[key]
+    import dataclasses
+
+    dataclasses.replace(report, arrays=arrays).save(tmp_path / "r.json")
+    with pytest.raises(InputError, match=f"not the figure data of a probekit report: {key}"):
+        Report.load(tmp_path / "r.json")
+
+
+# ------------------------------------------------------------------ outputs never clobber inputs
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    X, y = gaussian_classes(60, 4, 2, separation=2.0, seed=8)
+    np.save(tmp_path / "X.npy", X)
+    np.savez(tmp_path / "E.npz", embeddings=X)
+    np.save(tmp_path / "y.npy", y)
+    (tmp_path / "y.txt").write_text("\n".join(map(str, y)) + "\n")
+    return tmp_path
+
+
+def _run(arguments, cwd):
+    import os
+
+    from click.testing import CliRunner
+
+    from probekit.cli import cli
+
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, arguments)
+    finally:
+        os.chdir(previous)
+
+
+CLASHES = {
+    "--out over the embeddings": ["evaluate", "X.npy", "y.npy", "--out", "X.npy"],
+    "--out over the labels": ["evaluate", "X.npy", "y.txt", "--out", "y.txt"],
+    "the sidecar over an .npz input": ["evaluate", "E.npz", "y.npy", "--out", "E.json"],
+    "--html over the embeddings": ["evaluate", "X.npy", "y.npy", "--html", "X.npy"],
+    "--out and --html together": ["evaluate", "X.npy", "y.npy", "--out", "r.json", "--html",
+                                  "r.json"],
+    "a figure over an input": ["evaluate", "X.npy", "y.npy", "--plots", ".", "--plot-format",
+                               "png"],
+    "diagnose --out over the embeddings": ["diagnose", "X.npy", "y.npy", "--out", "X.npy"],
+    "through a path with ..": ["evaluate", "X.npy", "y.npy", "--out", "sub/../X.npy"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLASHES))
+def test_an_output_that_is_an_input_or_another_output_is_refused(inputs, case):
+    arguments = CLASHES[case]
+    if case == "a figure over an input":
+        np.save(inputs / "knn_curve.png", np.zeros(3))  # an input that a figure would replace
+        arguments = ["evaluate", "knn_curve.png", "y.npy", "--plots", "."]
+    before = {path.name: path.read_bytes() for path in inputs.iterdir() if path.is_file()}
+    result = _run(arguments, inputs)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    after = {path.name: path.read_bytes() for path in inputs.iterdir() if path.is_file()}
+    assert after == before  # nothing written, nothing replaced
+
+
+def test_report_commands_refuse_to_write_over_their_reports(inputs):
+    result = _run(["evaluate", "X.npy", "y.npy", "--out", "rA.json", "-q"], inputs)
+    assert result.exit_code == 0, result.output
+    saved = (inputs / "rA.json").read_bytes()
+    for arguments in (["compare", "rA.json", "rA.json", "--out", "rA.json"],
+                      ["plot", "rA.json", "--out", "figs", "--html", "rA.json"],
+                      ["plot", "rA.json", "--out", "figs", "--html", "rA.npz"]):
+        result = _run(arguments, inputs)
+        assert result.exit_code == 2 and result.output.startswith("error: "), result.output
+    assert (inputs / "rA.json").read_bytes() == saved
+    assert _run(["plot", "rA.json", "--out", "figs"], inputs).exit_code == 0
+
+
+def test_a_link_to_an_input_is_the_input(inputs):
+    (inputs / "link.json").symlink_to(inputs / "X.npy")
+    result = _run(["evaluate", "X.npy", "y.npy", "--out", "link.json"], inputs)
+    assert result.exit_code == 2 and "is an input of this run" in result.output
+
+
+def test_tune_refuses_two_inputs_of_one_name(inputs):
+    pytest.importorskip("torch")
+    (inputs / "a").mkdir()
+    (inputs / "b").mkdir()
+    np.save(inputs / "a" / "X.npy", np.load(inputs / "X.npy"))
+    np.save(inputs / "b" / "X.npy", np.load(inputs / "X.npy")[:5])
+    result = _run(["tune", "a/X.npy", "y.npy", "--apply", "b/X.npy", "--out", "t"], inputs)
+    assert result.exit_code == 2 and "share the name X" in result.output
+    assert not (inputs / "t").exists()
+
+
+def test_files_with_glob_characters_in_their_names_are_files(inputs):
+    import shutil
+
+    shutil.copy(inputs / "X.npy", inputs / "[weird].npy")
+    shutil.copy(inputs / "X.npy", inputs / "run?.npy")
+    for name in ("[weird].npy", "run?.npy"):
+        result = _run(["evaluate", name, "y.npy", "--no-geometry", "-q"], inputs)
+        assert result.exit_code == 0, result.output
+        assert "layer-wise" not in result.output and "| linear |" in result.output

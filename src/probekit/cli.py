@@ -17,7 +17,7 @@ import click
 import numpy as np
 
 from probekit import __version__
-from probekit.errors import InputError
+from probekit.errors import InputError, install_hint
 from probekit.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 from probekit.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
 from probekit.neighbors import BACKENDS, METRICS
@@ -79,6 +79,61 @@ class _OneLineErrors(click.Group):
 @click.version_option(__version__, prog_name="probekit")
 def cli():
     """How good is an embedding space? Linear + kNN dual probe with confidence intervals."""
+
+
+DEMO_GEOMETRY = ("alignment", "uniformity", "silhouette", "map_at_r", "nc1",
+                 "knn_label_agreement")
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("probekit-demo"), show_default=True,
+              help="Folder for the reports, the comparison, the figures and the HTML pages.")
+@click.option("--figures/--no-figures", default=True, show_default=True,
+              help="Write the figures and the HTML pages (the 2-D map is the slow part).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def demo(out_dir, figures, quiet):
+    """Run the whole job on real embeddings shipped with probekit: spoken English words
+    embedded by the GE2E speech encoder before and after SupCon fine-tuning (held-out voices
+    as the test set). Prints the tuned space's summary and the paired comparison of the two
+    spaces, and writes reports, figures and HTML to --out. No download, no torch."""
+    from probekit.compare import comparison_markdown
+    from probekit.demo import SPACES, TITLES, data_path, run_demo
+
+    progress = _Progress(not quiet)
+    try:
+        result = run_demo(figures=figures, progress=progress)
+        progress.close()
+        written = []
+        for name in SPACES:
+            report = result.reports[name]
+            _write_outputs(report, out_dir / f"{name}.json",
+                           out_dir / "figures" / name if figures else None, "png",
+                           out_dir / f"{name}.html" if figures else None, quiet=True)
+            written.append(out_dir / f"{name}.json")
+        write_atomically(out_dir / "comparison.csv", result.comparison.to_csv(index=False))
+    except InputError as error:
+        progress.close()
+        _fail(str(error))
+    except OSError as error:
+        progress.close()
+        _fail_os(error)
+    frame = result.comparison
+    shown = frame[((frame.probe != "geometry") & (frame.metric == "accuracy"))
+                  | frame.metric.isin(DEMO_GEOMETRY)]
+    shown.attrs = frame.attrs
+    tuned = result.reports["supcon"]
+    click.echo(f"probekit demo: two embedding spaces of the same spoken words "
+               f"({data_path('DATA_CARD.md')} says how they were made).\n"
+               f"A = frozen: {TITLES['frozen']}; B = supcon: {TITLES['supcon']}.\n")
+    click.echo(tuned.to_markdown().replace("# probekit dual probe",
+                                           "# probekit dual probe of B (supcon)", 1))
+    click.echo(comparison_markdown(shown, "frozen", "supcon"))
+    click.echo(f"Reports: {', '.join(map(str, written))} (with .npz figure data); every "
+               f"metric compared: {out_dir / 'comparison.csv'}.")
+    if figures:
+        click.echo(f"Figures: {out_dir / 'figures'}/. HTML: {out_dir / 'supcon.html'} and "
+                   f"{out_dir / 'frozen.html'} (open them in a browser).")
 
 
 @cli.command()
@@ -166,6 +221,12 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
             raise InputError("give --test-embeddings and --test-labels together")
         if save_predictions and out is None:
             raise InputError("--save-predictions keeps them beside the --out report: give --out")
+        from probekit.plots import FIGURES
+
+        _check_outputs([embeddings, labels, test_embeddings, test_labels,
+                        *_globbed(embeddings), *_globbed(test_embeddings)],
+                       _report_outputs(out, plots_dir, plot_format, html_path,
+                                       [*FIGURES, "layers"]))
         if is_layer_stack(embeddings, key=key):
             if html_path is not None or save_predictions:
                 raise InputError("--html and --save-predictions are for one embedding space, "
@@ -290,6 +351,7 @@ def diagnose(embeddings, labels, metric, sample_size, seed, extra, backend, key,
     from probekit.geometry import diagnose as run_diagnose
 
     try:
+        _check_outputs([embeddings, labels], {"--out file": out})
         X = load_embeddings(embeddings, key=key)
         y = None
         if labels is not None:
@@ -305,6 +367,8 @@ def diagnose(embeddings, labels, metric, sample_size, seed, extra, backend, key,
     except OSError as error:
         _fail_os(error)
     click.echo(result.to_markdown(f"Geometry of {embeddings.name}"), nl=False)
+    if out is not None:
+        click.echo(f"diagnostics written to {out}", err=True)
 
 
 @cli.command()
@@ -323,6 +387,10 @@ def plot(report_path, plots_dir, plot_format, html_path):
     try:
         if not report_path.is_file():
             raise InputError(f"report file not found: {report_path}")
+        from probekit.plots import FIGURES
+
+        _check_outputs([report_path, report_path.with_suffix(".npz")],
+                       _report_outputs(None, plots_dir, plot_format, html_path, FIGURES))
         report = Report.load(report_path)
         if not report.arrays:
             raise InputError(f"{report_path.with_suffix('.npz').name} (the figure data saved "
@@ -360,14 +428,26 @@ def tune(embeddings, labels, apply_paths, out_dir, objective, epochs, batch_size
          temperature, seed, key, label_column, quiet):
     """Tune a small residual adapter on frozen EMBEDDINGS with LABELS (supervised contrastive
     by default) and write the tuned embeddings to --out, ready for probekit evaluate."""
-    from probekit.data import check_lengths, load_embeddings, load_labels, to_float32
+    from probekit.arrays import to_float32
+    from probekit.data import check_lengths, load_embeddings, load_labels
 
     try:
         try:
             from tuner.adapter import AdapterConfig, apply_adapter, train_adapter
             from tuner.train import save_checkpoint
         except ImportError:
-            raise InputError("probekit tune needs torch: pip install 'probekit[tuner]'") from None
+            raise InputError(f"probekit tune needs torch: {install_hint('tuner')}") from None
+        written = [embeddings, *apply_paths]
+        targets = {f"tuned embeddings of {path}": out_dir / f"{path.stem}.tuned.npy"
+                   for path in written}
+        if len(set(targets.values())) < len(targets):
+            stems = [path.stem for path in written]
+            clash = sorted({stem for stem in stems if stems.count(stem) > 1})
+            raise InputError(f"two inputs share the name {clash[0]}: their tuned embeddings "
+                             f"would both be {clash[0]}.tuned.npy in {out_dir}; rename one")
+        _check_outputs([embeddings, labels, *apply_paths],
+                       {**targets, "adapter weights": out_dir / "adapter.pt",
+                        "adapter settings": out_dir / "adapter.json"})
         X = load_embeddings(embeddings, key=key)
         y = load_labels(labels, column=label_column)
         _check_header_row(X, y, labels)
@@ -390,7 +470,11 @@ def tune(embeddings, labels, apply_paths, out_dir, objective, epochs, batch_size
         outputs = [(embeddings, X)] + applied
         for path, rows in outputs:
             target = out_dir / f"{path.stem}.tuned.npy"
-            _save_npy(target, apply_adapter(adapter, to_float32(rows)))
+            try:
+                tuned = apply_adapter(adapter, to_float32(rows))
+            except ValueError as error:
+                raise InputError(f"{path.name}: {error}") from None
+            _save_npy(target, tuned)
             click.echo(f"tuned embeddings written to {target}", err=True)
         save_checkpoint(out_dir / "adapter.pt", adapter.state_dict())
         write_atomically(out_dir / "adapter.json", json.dumps(
@@ -438,6 +522,9 @@ def compare(inputs, test_embeddings_a, test_embeddings_b, test_labels, k, metric
 
     progress = _Progress(not quiet)
     try:
+        _check_outputs([*inputs, *(Path(path).with_suffix(".npz") for path in inputs),
+                        test_embeddings_a, test_embeddings_b, test_labels],
+                       {"--out file": out})
         cka_value = None
         if len(inputs) == 2:
             if test_embeddings_a or test_embeddings_b or test_labels:
@@ -464,14 +551,17 @@ def compare(inputs, test_embeddings_a, test_embeddings_b, test_labels, k, metric
         progress.close()
         _fail_os(error)
     click.echo(comparison_markdown(frame, *names, cka=cka_value), nl=False)
+    if out is not None and not quiet:
+        click.echo(f"comparison written to {out}", err=True)
 
 
 def _run_both(inputs, test_a, test_b, test_labels, *, key, label_key, label_column, multilabel,
               tag_separator, progress, **options):
     """Both dual probes with one protocol (and per-sample predictions for single labels), and
     the CKA of the two spaces on their shared rows."""
+    from probekit.arrays import to_float32
     from probekit.cka import cka
-    from probekit.data import check_lengths, load_embeddings, to_float32
+    from probekit.data import check_lengths, load_embeddings
     from probekit.dual import dual_probe
 
     if (test_a is None) != (test_labels is None) or (test_b is None) != (test_labels is None):
@@ -607,8 +697,8 @@ def manifest(dataset, root, out_dir):
         try:
             from tuner.manifests import build
         except ImportError as error:
-            raise InputError(f"this command needs the tuner package's torch: pip install "
-                             f"'probekit[tuner]' ({error})") from None
+            raise InputError(f"this command needs the tuner package: {install_hint('tuner')} "
+                             f"({error})") from None
         try:
             counts = build(dataset, root, out_dir)
         except ValueError as error:
@@ -671,7 +761,7 @@ def _import_tuner() -> SimpleNamespace:
         from tuner.encoders import encoder_from_spec, freeze_all_but_last
         from tuner.train import TrainConfig, fit, load_encoder
     except ImportError as error:
-        raise InputError(f"this command needs torch: pip install 'probekit[tuner]' "
+        raise InputError(f"this command needs torch: {install_hint('tuner')} "
                          f"({error})") from None
     return SimpleNamespace(
         AudioDataset=AudioDataset, end_distributed=end_distributed,
@@ -766,6 +856,50 @@ def _write_outputs(report, out, plots_dir, plot_format, html_path, quiet=False) 
         write_html(report, html_path)
         if not quiet:
             click.echo(f"HTML report written to {html_path}", err=True)
+
+
+def _check_outputs(inputs, outputs: dict) -> None:
+    """Refuse, before any work, an output that is one of the inputs or another output of the
+    same run (``outputs``: what -> path; ``inputs``: paths, None skipped). Paths are compared
+    after resolving links and ``..``, and by inode when both exist."""
+    def same(a: Path, b: Path) -> bool:
+        if a.resolve() == b.resolve():
+            return True
+        try:
+            return a.exists() and b.exists() and os.path.samefile(a, b)
+        except OSError:
+            return False
+
+    inputs = [Path(path) for path in inputs if path is not None]
+    chosen = [(what, Path(path)) for what, path in outputs.items() if path is not None]
+    for what, path in chosen:
+        for source in inputs:
+            if same(path, source):
+                raise InputError(f"the {what} {path} is an input of this run ({source}); "
+                                 "choose another output path")
+    for index, (what, path) in enumerate(chosen):
+        for other, other_path in chosen[index + 1:]:
+            if same(path, other_path):
+                raise InputError(f"the {what} and the {other} are the same file ({path}); "
+                                 "choose different paths")
+
+
+def _globbed(path) -> list[Path]:
+    """The files a layer-stack glob pattern names (none when ``path`` is a file)."""
+    from probekit.data import layer_files
+
+    return [] if path is None else layer_files(path)
+
+
+def _report_outputs(out, plots_dir, plot_format, html_path, figures) -> dict:
+    """Every file an evaluation may write: the JSON, its sidecar, each figure, the HTML."""
+    outputs = {"--out report": out, "--html page": html_path}
+    if out is not None:
+        outputs["figure data beside --out"] = Path(out).with_suffix(".npz")
+    if plots_dir is not None:
+        for name in figures:
+            outputs[f"figure {name}"] = Path(plots_dir) / f"{name}.{plot_format}"
+    return outputs
 
 
 def _check_header_row(X, y, labels: Path) -> None:

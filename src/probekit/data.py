@@ -53,11 +53,25 @@ def load_embeddings(path: str | Path, *, key: str | None = None) -> np.ndarray:
     return check_embeddings(array, name=path.name)
 
 
+def _is_pattern(path: str | Path) -> bool:
+    """A glob pattern: it holds ``*``, ``?`` or ``[`` and is not itself an existing file (so a
+    file named ``[weird].npy`` or ``run?.npy`` is read as the file it is)."""
+    return any(char in str(path) for char in "*?[") and not Path(path).is_file()
+
+
+def layer_files(path: str | Path) -> list[Path]:
+    """The files a layer-stack pattern matches, in natural order (none for a plain path)."""
+    if not _is_pattern(path):
+        return []
+    import glob
+
+    return [Path(name) for name in sorted(glob.glob(str(path)), key=_natural_key)]
+
+
 def is_layer_stack(path: str | Path, *, key: str | None = None) -> bool:
     """Whether ``path`` names a layer stack: a glob pattern (``layer_*.npy``) or a 3-D
     ``.npy``/``.npz`` array (L x N x D)."""
-    text = str(path)
-    if any(char in text for char in "*?["):
+    if _is_pattern(path):
         return True
     path = Path(path)
     if path.suffix.lower() == ".npy" and path.is_file() and path.stat().st_size:
@@ -72,14 +86,11 @@ def load_layers(path: str | Path, *, key: str | None = None) -> tuple[list[np.nd
     layer is a view read when used) or ``.npz``, named ``layer 0`` ...; or a glob pattern of
     N x D files, one per layer, in natural order (``layer_2`` before ``layer_10``), named by
     their file stems. Each layer is validated by whoever probes it."""
-    text = str(path)
-    if any(char in text for char in "*?["):
-        import glob
-
-        paths = sorted(glob.glob(text), key=_natural_key)
+    if _is_pattern(path):
+        paths = layer_files(path)
         if not paths:
-            raise InputError(f"no embedding files match {text}")
-        return [load_embeddings(name, key=key) for name in paths], [Path(p).stem for p in paths]
+            raise InputError(f"no embedding files match {path}")
+        return [load_embeddings(name, key=key) for name in paths], [p.stem for p in paths]
     path = _existing_file(path, (".npy", ".npz"), "layer-stack")
     array = (_load_npy(path) if path.suffix.lower() == ".npy"
              else _load_npz(path, key, _EMBEDDING_KEYS, "embeddings"))
