@@ -385,3 +385,33 @@ def test_files_with_glob_characters_in_their_names_are_files(inputs):
         result = _run(["evaluate", name, "y.npy", "--no-geometry", "-q"], inputs)
         assert result.exit_code == 0, result.output
         assert "layer-wise" not in result.output and "| linear |" in result.output
+
+
+# ------------------------------------------------------------------ many classes
+
+
+def test_geometry_of_5000_classes_stays_within_memory_linear_in_classes(tmp_path):
+    """Speaker-identification data have thousands of classes: the pair terms (CDNV, Davies-
+    Bouldin, NC2) stream over blocks of class pairs instead of a C x C x D array (12.8 GB here)
+    or even a C x C one (200 MB of float64 here)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "many.py"
+    script.write_text(
+        "import resource, numpy as np, probekit\n"
+        "rng = np.random.default_rng(0)\n"
+        "y = np.repeat(np.arange(5000), 2)\n"
+        "X = (rng.normal(size=(5000, 64)) * 3)[y] + rng.normal(size=(10000, 64))\n"
+        "X = X.astype(np.float32)\n"
+        "probekit.diagnose(X[:50], y[:50] % 5)  # imports and first calls\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "g = probekit.diagnose(X, y, sample_size=2000)\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "assert np.isfinite([g['cdnv'], g['davies_bouldin'], g['etf_error'], g['nc1']]).all()\n"
+        "print((after - before) / 1024)\n")
+    completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                               timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    growth_mb = float(completed.stdout.split()[-1])
+    assert growth_mb < 150, f"peak memory grew by {growth_mb:.0f} MB"

@@ -11,6 +11,7 @@ means of the raw rows, μ_G the unweighted mean of the class means, M̃ = [μ_c 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,8 @@ from scipy import sparse
 
 from probekit.arrays import normalised as normalised_rows
 from probekit.arrays import row_chunks
+
+_SCORE_ELEMENTS = 1 << 21  # rows x classes (or dimensions) per block of nearest-mean scores
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def residuals(X: np.ndarray, codes: np.ndarray, means: np.ndarray,
     nearest = np.empty(X.shape[0], dtype=np.int64)
     dtype = np.float32 if X.dtype == np.float32 else np.float64
     cast_means, cast_directions = means.astype(dtype), directions.astype(dtype)
-    for start, stop in row_chunks(*X.shape):
+    for start, stop in row_chunks(X.shape[0], max(X.shape[1], n_classes), _SCORE_ELEMENTS):
         block = np.asarray(X[start:stop], dtype=dtype)
         labels = codes[start:stop]
         residual = block - cast_means[labels]
@@ -136,7 +139,7 @@ def nearest_means(X: np.ndarray, means: np.ndarray, rows: np.ndarray | None = No
     streamed over row chunks."""
     n = X.shape[0] if rows is None else len(rows)
     out = np.empty(n, dtype=np.int64)
-    for start, stop in row_chunks(n, X.shape[1]):
+    for start, stop in row_chunks(n, max(X.shape[1], len(means)), _SCORE_ELEMENTS):
         out[start:stop] = _nearest(X[start:stop] if rows is None else X[rows[start:stop]], means)
     return out
 
@@ -193,6 +196,30 @@ def neural_collapse(sums: ClassSums, res: Residuals, singular: np.ndarray) -> di
         return _neural_collapse(sums, res, singular)
 
 
+_PAIR_ELEMENTS = 1 << 20  # class pairs per block (8 MiB of float64): memory linear in C
+
+
+def _class_pairs(centred: np.ndarray):
+    """Yield ``(start, stop, inner, squared)`` for blocks of rows ``start:stop`` of the class
+    pairs: inner products ``inner = M̃[start:stop] M̃ᵀ`` and squared distances between the
+    (centred) class means, computed as ``‖a‖² + ‖b‖² − 2a·b`` and recomputed from the
+    difference itself where that cancels (``≤ 1e-8 (‖a‖² + ‖b‖²)``; the diagonal among them),
+    so coincident means are exactly 0 apart. Memory: one block of at most
+    :data:`_PAIR_ELEMENTS` pairs, never C x C (or C x C x D)."""
+    n_classes = len(centred)
+    squares = np.einsum("cd,cd->c", centred, centred)
+    step = max(1, _PAIR_ELEMENTS // max(1, n_classes))
+    for start in range(0, n_classes, step):
+        stop = min(n_classes, start + step)
+        inner = centred[start:stop] @ centred.T
+        scale = squares[start:stop, None] + squares[None, :]
+        squared = scale - 2.0 * inner
+        rows, cols = np.nonzero(squared <= 1e-8 * scale)
+        difference = centred[start + rows] - centred[cols]
+        squared[rows, cols] = np.einsum("ij,ij->i", difference, difference)
+        yield start, stop, inner, squared
+
+
 def _neural_collapse(sums: ClassSums, res: Residuals, singular: np.ndarray) -> dict[str, float]:
     """NC1, CDNV and the NC2 terms (Papyan, Han & Donoho 2020; Galanti et al. 2022).
 
@@ -201,6 +228,9 @@ def _neural_collapse(sums: ClassSums, res: Residuals, singular: np.ndarray) -> d
     - ``cdnv = mean_{c<c'} (V_c + V_c') / (2‖μ_c − μ_c'‖²)``, ``V_c = E‖z − μ_c‖²``; low is good.
     - ``nc2_equinorm`` = std/mean of ‖μ̃_c‖; ``nc2_equiangularity`` = std of cos(μ̃_c, μ̃_c');
       ``etf_error = ‖M̃M̃ᵀ/‖M̃M̃ᵀ‖_F − (I − 11ᵀ/C)/√(C − 1)‖_F``; all 0 for a simplex ETF.
+
+    The pair terms stream over blocks of class pairs (:func:`_class_pairs`), so memory is
+    linear in C·D even for thousands of classes.
     """
     n = sums.counts.astype(np.float64)
     means = sums.sums / n[:, None]
@@ -209,20 +239,54 @@ def _neural_collapse(sums: ClassSums, res: Residuals, singular: np.ndarray) -> d
     out = {"nc1": float(np.sum(res.projected / n.sum() / singular**2)) if len(singular)
            else float("nan")}
     variances = res.scatter / n
-    upper = np.triu_indices(n_classes, k=1)
-    gaps = means[:, None, :] - means[None, :, :]
-    distances = np.einsum("abd,abd->ab", gaps, gaps)[upper]
-    out["cdnv"] = float(np.mean((variances[upper[0]] + variances[upper[1]]) / (2 * distances)))
     centred = means - means.mean(axis=0)
-    norms = np.linalg.norm(centred, axis=1)
+    largest = np.abs(centred).max()
+    scaled = centred / largest  # every term below is scale-free: keep squares finite
+    norms = np.sqrt(np.einsum("cd,cd->c", scaled, scaled))
     out["nc2_equinorm"] = float(norms.std() / norms.mean())
-    cosines = (centred @ centred.T) / np.outer(norms, norms)
-    out["nc2_equiangularity"] = float(cosines[upper].std())
-    scaled = centred / np.abs(centred).max()  # the ETF error is scale-free: keep ‖M̃M̃ᵀ‖ finite
-    gram = scaled @ scaled.T
-    etf = (np.eye(n_classes) - 1.0 / n_classes) / np.sqrt(n_classes - 1)
-    out["etf_error"] = float(np.linalg.norm(gram / np.linalg.norm(gram) - etf))
+    gram_norm = math.sqrt(math.fsum(float(np.sum(inner**2))
+                                    for _, _, inner, _ in _class_pairs(scaled)))
+    etf_diagonal = (1.0 - 1.0 / n_classes) / math.sqrt(n_classes - 1)
+    etf_off = -1.0 / n_classes / math.sqrt(n_classes - 1)
+    cdnv_sum, etf_sum = 0.0, 0.0
+    cosine = _Moments()
+    for start, stop, inner, squared in _class_pairs(scaled):
+        rows = np.arange(start, stop)
+        upper = np.arange(n_classes)[None, :] > rows[:, None]
+        distance = squared * largest**2  # back to the means' own scale for the CDNV
+        cdnv_sum += float(np.sum(((variances[rows, None] + variances[None, :])
+                                  / (2 * distance))[upper]))
+        cosine.add((inner / np.outer(norms[rows], norms))[upper])
+        target = np.full(inner.shape, etf_off)
+        target[np.arange(stop - start), rows] = etf_diagonal
+        etf_sum += float(np.sum((inner / gram_norm - target) ** 2))
+    out["cdnv"] = cdnv_sum / (n_classes * (n_classes - 1) / 2)
+    out["nc2_equiangularity"] = cosine.std()
+    out["etf_error"] = math.sqrt(etf_sum)
     return out
+
+
+class _Moments:
+    """Count, mean and sum of squared deviations of values added in blocks, merged exactly as
+    Chan, Golub & LeVeque (1979) do: the standard deviation without one E[x²] − E[x]²
+    cancellation."""
+
+    def __init__(self):
+        self.count, self.mean, self.squares = 0, 0.0, 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        if not values.size:
+            return
+        count, mean = values.size, float(values.mean())
+        squares = float(np.sum((values - mean) ** 2))
+        total = self.count + count
+        delta = mean - self.mean
+        self.squares += squares + delta**2 * self.count * count / total
+        self.mean += delta * count / total
+        self.count = total
+
+    def std(self) -> float:
+        return math.sqrt(self.squares / self.count) if self.count else float("nan")
 
 
 def cluster_indices(sums: ClassSums, res: Residuals) -> dict[str, float]:
@@ -237,15 +301,22 @@ def cluster_indices(sums: ClassSums, res: Residuals) -> dict[str, float]:
     means = sums.sums / n[:, None]
     n_total, n_classes = n.sum(), len(n)
     spread = res.spread / n
-    distances = np.linalg.norm(means[:, None, :] - means[None, :, :], axis=2)
-    if not spread.any() or not distances.any():
+    centred = means - means.mean(axis=0)  # distances are shift-free; centring keeps them exact
+    worst = np.zeros(n_classes)
+    any_distance = False
+    for start, stop, _, squared in _class_pairs(centred):
+        distance = np.sqrt(squared)
+        any_distance = any_distance or bool(distance.any())
+        with np.errstate(divide="ignore"):  # the diagonal and coincident centroids score 0
+            ratio = np.where(distance > 0, (spread[start:stop, None] + spread[None, :])
+                             / np.where(distance > 0, distance, 1.0), 0.0)
+        worst[start:stop] = ratio.max(axis=1)
+    if not spread.any() or not any_distance:
         # scikit-learn's convention for degenerate clusterings; it tests with np.allclose,
         # whose absolute tolerance would also call data at a small scale (1e-9) degenerate
         out = {"davies_bouldin": 0.0}
     else:
-        distances[distances == 0] = np.inf  # the diagonal and coincident centroids score 0
-        ratio = (spread[:, None] + spread[None, :]) / distances
-        out = {"davies_bouldin": float(np.mean(ratio.max(axis=1)))}
+        out = {"davies_bouldin": float(np.mean(worst))}
     overall = sums.sums.sum(axis=0) / n_total
     between = float(np.sum(n * np.sum((means - overall) ** 2, axis=1)))
     within = float(res.scatter.sum())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 _BLOCK_ELEMENTS = 1 << 24  # similarities per block of queries
+_SILHOUETTE_ELEMENTS = 1 << 21  # rows x classes per block of the silhouette's distance sums
 
 
 def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
@@ -69,7 +70,7 @@ def silhouette(unit: np.ndarray, codes: np.ndarray, unit_sums: np.ndarray) -> fl
     # distances at rounding level are zero: identical rows give a = b = 0 and s = 0
     tolerance = 8 * float(np.finfo(unit.dtype if unit.dtype == np.float32 else np.float64).eps)
     total = 0.0
-    step = max(1, _BLOCK_ELEMENTS // max(unit.shape[1], len(counts)))
+    step = max(1, _SILHOUETTE_ELEMENTS // max(unit.shape[1], len(counts)))
     for start in range(0, n, step):
         block = np.asarray(unit[start:start + step], dtype=np.float64)
         own = codes[start:start + len(block)]
