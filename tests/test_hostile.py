@@ -98,7 +98,7 @@ def test_text_labels_keep_quotes_and_refuse_control_characters(tmp_path):
         load_labels(path)
     path.write_bytes(b"a\r\nb\r\n")  # Windows line ends are line ends
     assert load_labels(path).tolist() == ["a", "b"]
-    path.write_bytes("a\x1cb\nc\n".encode())  # str.splitlines would split at \x1c
+    path.write_bytes(b"a\x1cb\nc\n")  # str.splitlines would split at \x1c
     with pytest.raises(InputError, match="control characters"):
         load_labels(path)
 
