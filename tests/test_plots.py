@@ -1,5 +1,6 @@
 """Figures, the 2-D map, the saved figure data and the HTML report."""
 
+import html
 import json
 
 import matplotlib.image as mpimg
@@ -11,7 +12,7 @@ import probekit
 from conftest import gaussian_classes
 from probekit import Report, plots
 from probekit.cli import cli
-from probekit.html import render_figures, write_html
+from probekit.html import _key_value_table, render, render_figures, write_html
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -191,3 +192,182 @@ def test_sidecar_guards(tmp_path, report):
     (tmp_path / "one.npz").replace(tmp_path / "two.npz")
     with pytest.raises(probekit.InputError, match="does not belong"):
         Report.load(tmp_path / "two.json")
+
+
+# ---------------------------------------------------------------------------- figure review
+
+
+def _rgb(colour):
+    import matplotlib.colors
+
+    return np.array(matplotlib.colors.to_rgb(colour))
+
+
+def _luminance(rgb):
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    return float(linear @ [0.2126, 0.7152, 0.0722])
+
+
+@pytest.mark.parametrize("n", range(9, 21))
+def test_up_to_20_classes_get_distinct_colours_visible_on_white(n):
+    colours = plots.class_colours(n)
+    rgb = np.array([_rgb(c) for c in colours])
+    assert len({tuple(c) for c in rgb}) == n
+    distances = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1) + 9 * np.eye(n)
+    assert distances.min() > 0.2
+    for colour in rgb:  # WCAG contrast with white at least 2:1 (no beige, mint, lavender)
+        assert 1.05 / (_luminance(colour) + 0.05) >= 2.0, colour
+
+
+def test_few_classes_keep_okabe_ito_and_many_a_colour_map():
+    assert set(plots.class_colours(8)) == set(plots.OKABE_ITO)
+    assert plots.class_colours(3) == [plots.OKABE_ITO[0], plots.OKABE_ITO[1],
+                                      plots.OKABE_ITO[2]]
+    assert len(plots.class_colours(21)) == 21
+
+
+def test_projection_colours_markers_and_legend(report):
+    figure = plots.projection(report)
+    ax = figure.axes[0]
+    train = ax.collections[0::2]
+    test = ax.collections[1::2]
+    assert len(train) == len(test) == 10
+    colours = {tuple(np.round(c.get_facecolor()[0][:3], 4)) for c in train}
+    assert len(colours) == 10  # classes 0 and 8 no longer share a colour
+    shapes = {len(c.get_paths()[0].vertices) for c in train}
+    assert len(shapes) == 1  # one marker (the dot) for every class's training points
+    texts = [t.get_text() for legend in _legends(ax) for t in legend.get_texts()]
+    assert "train (dot)" in texts and "test (cross)" in texts
+    assert all(f"class {i}" in texts for i in range(10))
+    # the class legend sits outside the axes: the saved figure's tight box must take it in
+    renderer = figure.canvas.get_renderer()
+    tight = figure.get_tightbbox(renderer)
+    for legend in _legends(ax):
+        box = legend.get_window_extent(renderer).transformed(figure.dpi_scale_trans.inverted())
+        assert box.x1 <= tight.x1 + 1e-6
+
+
+def _legends(ax):
+    from matplotlib.legend import Legend
+
+    return [artist for artist in ax.get_children() if isinstance(artist, Legend)]
+
+
+def test_class_names_at_centres_do_not_overlap():
+    X, y = gaussian_classes(400, 8, 20, separation=0.6, seed=11)
+    names = np.array([f"long class name {i}" for i in range(20)])
+    report = probekit.dual_probe(X, names[y], k=(1, 5), projection=True)
+    figure = plots.projection(report)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    labels = [t for t in figure.axes[0].texts if t.get_text().startswith("long class")]
+    assert len(labels) == 20
+    boxes = [label.get_window_extent(renderer) for label in labels]
+    overlaps = sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert overlaps == 0
+
+
+def _with_confusions(report, linear, knn):
+    import dataclasses
+
+    arrays = dict(report.arrays, confusion_linear=np.asarray(linear),
+                  confusion_knn=np.asarray(knn))
+    return dataclasses.replace(report, arrays=arrays)
+
+
+def test_per_class_axis_fits_the_data(report):
+    n = 10
+    wrong = np.arange(n)  # class i: 100 - i right, i predicted as the next class
+    linear = np.diag(100 - wrong)
+    linear[np.arange(n), (np.arange(n) + 1) % n] = wrong
+    knn = np.diag(np.full(n, 100))
+    recall = 100 * plots.per_class_recall(linear)
+    assert recall.min() == 91 and recall.max() == 100
+    low, high = plots.per_class(_with_confusions(report, linear, knn)).axes[0].get_xlim()
+    assert 85 <= low < 91 and high == 100  # not 0 to 100
+    poor = knn.copy()
+    poor[0, :2] = (1, 49)  # class 0: recall 2 %
+    low, high = plots.per_class(_with_confusions(report, poor, knn)).axes[0].get_xlim()
+    assert low == 0 and high == 100  # recall 2 % to 100 %: clipped to [0, 100]
+    assert plots.recall_range(np.array([40.0, 60.0])) == (38.0, 62.0)
+    assert plots.recall_range(np.array([np.nan])) == (0.0, 100.0)
+
+
+def test_confusions_in_words(report):
+    counts = np.array([[33, 2], [0, 35]])
+    assert plots.largest_confusions(counts, ["8", "1"]) == [("8", "1", pytest.approx(2 / 35))]
+    assert plots.confusion_phrase("8", "1", 2 / 35) == "5.7 % of class 8 predicted as 1"
+    assert (plots.confusion_phrase("class 3", "class 5", 0.25)
+            == "25.0 % of ‘class 3’ predicted as ‘class 5’")
+    figure = plots.confusion(report)
+    caption = " ".join(text.get_text() for text in figure.texts)
+    key, _ = plots._better_probe(report)
+    names = [str(name) for name in report.input["classes"]]
+    first = plots.largest_confusions(report.arrays[key], names)[0]
+    assert plots.confusion_phrase(*first) in caption and "→" not in caption
+    page = render(report, {})
+    assert f"<li>{html.escape(plots.confusion_phrase(*first))} (" in page
+    assert "&rarr;" not in page
+
+
+def test_html_protocol_and_input_are_tables(report):
+    page = render(report, {})
+    assert "<pre" not in page and "{\n" not in page
+    for key, value in (("split", "holdout"), ("loo", "no"), ("metric", "cosine"),
+                       ("bootstrap.resamples", "1000"), ("projection.method", "UMAP (cosine)"),
+                       ("n_classes", "10"), ("k", "1, 5, 20")):
+        assert f"<tr><td>{key}</td><td>{html.escape(value)}</td></tr>" in page, key
+    assert "classes (train/test samples)</td><td>class\u00a00" not in page  # names kept
+    assert "class 0\u00a0(" in page
+    trust = report.protocol["projection"]["trustworthiness"]
+    assert f"<td>{trust:.4g}</td>" in page
+    table = _key_value_table({"grid": list(range(40)), "flag": True, "none": None,
+                              "nested": {"inner": {"deep": 1e-5}}, "ratio": 10000.0})
+    assert "… 28 more" in table and "<td>yes</td>" in table and "<td>–</td>" in table
+    assert "<td>nested.inner.deep</td><td>1e-05</td>" in table
+    assert "<td>ratio</td><td>10000</td>" in table
+
+
+def test_umap_kernels_are_cached_on_disk():
+    pytest.importorskip("umap")
+    from numba.core.caching import NullCache
+
+    cached = plots.cache_umap_kernels()
+    assert "umap.umap_.smooth_knn_dist" in cached
+    assert "umap.layouts._nb_optimize_layout_euclidean_single_epoch" in cached
+    import importlib
+
+    for name in cached:
+        module, _, attribute = name.rpartition(".")
+        kernel = getattr(importlib.import_module(module), attribute)
+        assert not isinstance(kernel._cache, NullCache)
+
+
+def test_umap_runs_on_exact_neighbours_without_warnings():
+    pytest.importorskip("umap")
+    import warnings
+
+    X, y = gaussian_classes(200, 8, 4, separation=3.0, seed=12)
+    indices, distances = plots._cosine_neighbours(X, 5)
+    assert indices.shape == distances.shape == (200, 5)
+    assert (indices[:, 0] == np.arange(200)).all() and np.allclose(distances[:, 0], 0, atol=1e-6)
+    assert (np.diff(distances, axis=1) >= 0).all()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        arrays, info = plots.project_2d(X, y, np.arange(200) % 5 == 0, seed=0)
+    assert info["method"] == "UMAP (cosine)" and info["trustworthiness"] > 0.9
+    assert not [w for w in caught if "precomputed_knn" in str(w.message)]
+    zero = X.copy()
+    zero[3] = 0.0  # cosine neighbours undefined: umap-learn searches itself
+    assert plots._cosine_neighbours(zero, 5) == (None, None, None)
+
+
+def test_html_of_tags_names_the_map_metric():
+    rng = np.random.default_rng(0)
+    Y = rng.random((300, 5)) < 0.3
+    Y[:, 0] |= ~Y.any(axis=1)
+    X = (Y @ rng.normal(size=(5, 10)) + 0.5 * rng.normal(size=(300, 10))).astype(np.float32)
+    report = probekit.dual_probe(X, Y, k=(1, 5), n_bootstrap=50, geometry=False)
+    page = render(report, {"knn_curve": PNG_MAGIC})
+    assert "<figcaption>kNN mAP vs k and the linear probe</figcaption>" in page
+    assert "<pre" not in page and "<td>tags (train/test samples)</td>" in page

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from probekit import __version__
-from probekit.arrays import to_float32
+from probekit.arrays import unit_rows
 from probekit.clusters import class_means, nearest_means
 from probekit.compare import pairing_hash
 from probekit.data import check_dataset, check_same_dimensions, encode_labels
@@ -284,7 +284,7 @@ def dual_probe(
 
         is_test = np.zeros(X.shape[0] + (0 if X_test is None else X_test.shape[0]), bool)
         if X_test is not None:
-            rows_X, codes = np.concatenate([to_float32(X), to_float32(X_test)]), \
+            rows_X, codes = np.concatenate([unit_rows(X), unit_rows(X_test)]), \
                 np.concatenate([encoding.train, encoding.test])
             is_test[X.shape[0]:] = True
         else:

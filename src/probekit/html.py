@@ -10,8 +10,9 @@ import json
 import platform
 from pathlib import Path
 
+from probekit.files import write_atomically
 from probekit.geometry import GOOD_DIRECTION
-from probekit.report import Report, _percent, _sizes_text, _split_text, write_atomically
+from probekit.report import Report, _percent, _sizes_text, _split_text
 
 _ARROWS = {"up": "&uarr;", "down": "&darr;", "none": "&middot;"}
 _CAPTIONS = {
@@ -23,6 +24,9 @@ _CAPTIONS = {
     "spectrum": "Singular value spectrum",
     "k_occurrence": "Hubness (k-occurrence)",
 }
+# figures shown at their own size across the page (their labels are too small at half width);
+# the others two to a row
+_WIDE = ("projection", "knn_curve", "confusion", "per_class")
 _STYLE = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#1d1d1f;
 background:#f6f7f9}
@@ -38,11 +42,16 @@ th,td{padding:5px 10px;border-bottom:1px solid #eceff2;text-align:right}
 th{background:#eef1f5;font-weight:600}td:first-child,th:first-child,td.l{text-align:left}
 tr.best td{background:#fff7e0}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:16px}
-figure{margin:0;background:#fff;padding:10px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
+figure{margin:0;min-width:0;background:#fff;padding:10px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
 figure img{width:100%;height:auto}figcaption{font-size:13px;color:#444;margin-top:4px}
+figure.wide{grid-column:1/-1;text-align:center}figure.wide img{width:auto;max-width:100%}
+figure.wide figcaption{text-align:left}p.lead{margin:14px 0 0}ul.confusions{margin-top:4px}
 .warn{background:#fff4f0;border-left:4px solid #D55E00;padding:8px 14px}
-pre{background:#fff;padding:12px;font-size:12px;overflow:auto;
-box-shadow:0 1px 2px rgba(0,0,0,.06)}
+.cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(430px,1fr));gap:0 24px;
+align-items:start}
+table.kv{width:100%;table-layout:fixed}table.kv td{text-align:left;vertical-align:top;
+overflow-wrap:anywhere}table.kv td:first-child{width:38%;color:#444}
+table.kv code{font-size:12px}.more{color:#777}
 """
 
 
@@ -68,19 +77,28 @@ def render(report: Report, figures: dict[str, bytes]) -> str:
         parts += ["<h2>Figures</h2><div class='grid'>"]
         for name, png in figures.items():
             data = base64.b64encode(png).decode("ascii")
-            caption = html.escape(_CAPTIONS.get(name, name))
-            parts.append(f"<figure><img alt='{caption}' src='data:image/png;base64,{data}'>"
+            caption = html.escape(_figure_caption(name, report))
+            wide = " class='wide'" if name in _WIDE else ""
+            parts.append(f"<figure{wide}><img alt='{caption}' "
+                         f"src='data:image/png;base64,{data}'>"
                          f"<figcaption>{caption}</figcaption></figure>")
         parts.append("</div>")
     if report.geometry:
         parts += ["<h2>Geometry of the training rows</h2>", _geometry_table(report.geometry)]
     parts += [
-        "<h2>Protocol</h2>", f"<pre>{html.escape(json.dumps(protocol, indent=2))}</pre>",
-        "<h2>Input</h2>", f"<pre>{html.escape(json.dumps(_short_input(info), indent=2))}</pre>",
-        "<h2>Versions</h2>", f"<pre>{html.escape(json.dumps(_versions(report), indent=2))}</pre>",
+        "<div class='cols'><section><h2>Protocol</h2>", _key_value_table(protocol),
+        "</section><section><h2>Input</h2>", _key_value_table(_input_rows(info)),
+        "<h2>Versions</h2>", _key_value_table(_versions(report)), "</section></div>",
         "</main></body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _figure_caption(name: str, report: Report) -> str:
+    caption = _CAPTIONS.get(name, name)
+    if report.main_metric == "map":  # tags: the curve is of mAP
+        caption = caption.replace("accuracy", "mAP")
+    return caption
 
 
 def write_html(report: Report, path, *, figures: dict[str, bytes] | None = None) -> Path:
@@ -115,19 +133,22 @@ def render_figures(report: Report, dpi: int = 110) -> dict[str, bytes]:
 def _confusions(report: Report) -> str:
     """The largest confusions of the better probe, in words (the matrix stops naming classes
     above 50 of them)."""
-    from probekit.plots import _better_probe, largest_confusions
+    from probekit.plots import _better_probe, confusion_phrase, largest_confusions
 
     key, title = _better_probe(report)
     if key not in report.arrays:
         return ""
+    counts = report.arrays[key]
     names = [str(name) for name in report.input["classes"]]
-    pairs = largest_confusions(report.arrays[key], names, top=10)
+    pairs = largest_confusions(counts, names, top=10)
     if not pairs:
         return ""
-    items = "".join(f"<li>{html.escape(a)} &rarr; {html.escape(b)}: {100 * share:.1f}% of "
-                    f"{html.escape(a)}</li>" for a, b, share in pairs)
-    return (f"<p class='sub'>Largest confusions of the {html.escape(title)}:</p>"
-            f"<ul>{items}</ul>")
+    index = {name: i for i, name in enumerate(names)}
+    items = "".join(
+        f"<li>{html.escape(confusion_phrase(a, b, share))} ({int(counts[index[a], index[b]])} "
+        f"of {int(counts[index[a]].sum())} test samples)</li>" for a, b, share in pairs)
+    return (f"<p class='sub lead'>Largest confusions of the "
+            f"{html.escape(title)}:</p><ul class='confusions'>{items}</ul>")
 
 
 def _label_count(info: dict) -> str:
@@ -194,12 +215,78 @@ def _geometry_table(geometry: dict, per_row: int = 3) -> str:
         "is better, &middot; descriptive.</p>"
 
 
-def _short_input(info: dict) -> dict:
+def _input_rows(info: dict) -> dict:
+    """The input section with each class (or tag) and its train/test counts on one row."""
     shown = dict(info)
-    for key in ("classes", "train_class_counts", "test_class_counts"):
-        if len(shown.get(key, [])) > 60:
-            shown[key] = shown[key][:60] + [f"... {len(info[key]) - 60} more"]
+    for names, unit in (("classes", "class"), ("tags", "tag")):
+        counts = (f"train_{unit}_counts", f"test_{unit}_counts")
+        if names in shown and all(key in shown for key in counts):
+            items = [f"{name}\u00a0({train}/{test})" for name, train, test in zip(
+                shown.pop(names), shown.pop(counts[0]), shown.pop(counts[1]), strict=True)]
+            shown[f"{names} (train/test samples)"] = items
     return shown
+
+
+_LIST_LIMIT = 12  # items of a list shown before "… N more" (30 classes or tags)
+
+
+def _key_value_table(data: dict) -> str:
+    """A two-column table of ``data``: nested dictionaries as ``outer.inner`` keys, lists
+    shortened, numbers rounded, booleans as yes/no."""
+    rows = "".join(f"<tr><td>{html.escape(key)}</td><td>{_value_html(key, value)}</td></tr>"
+                   for key, value in _flatten(data))
+    return f"<table class='kv'>{rows}</table>"
+
+
+def _flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
+    rows = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += _flatten(value, f"{name}.")
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def _value_html(key: str, value) -> str:
+    """One value of a key-value table, as escaped HTML."""
+    if isinstance(value, str) and key.endswith("sha256"):
+        return f"<code>{html.escape(value)}</code>"
+    if isinstance(value, list | tuple):
+        limit = 30 if key.startswith(("classes", "tags")) else _LIST_LIMIT
+        text = html.escape(", ".join(_value_text(item) for item in value[:limit]))
+        if len(value) > limit:
+            text += f", <span class='more'>… {len(value) - limit} more</span>"
+        return text or "–"
+    text = _value_text(value)
+    if key.endswith("bytes") and isinstance(value, int) and value >= 1024:
+        text += f" ({_size_text(value)})"
+    return html.escape(text)
+
+
+def _value_text(value) -> str:
+    """A scalar as a person reads it: yes/no, "–" for none, 4 significant digits."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e6:
+            return str(int(value))
+        return f"{value:.4g}"
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value)
+    return str(value)
+
+
+def _size_text(size: float) -> str:
+    """A byte count in KiB, MiB or GiB."""
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}"
+    return ""
 
 
 def _versions(report: Report) -> dict:

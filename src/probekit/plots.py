@@ -5,8 +5,13 @@ by ``dual_probe`` or loaded with :meth:`Report.load`) and returns a matplotlib `
 restyle or save. :func:`write_figures` writes them all. matplotlib is imported here only (the
 CLI runs it headless on Agg); umap-learn only inside :func:`project_2d`.
 
-Colours: the Okabe–Ito palette (colour-blind safe) for lines and up to 8 classes, the
-perceptually uniform ``cividis`` map beyond that and for matrices.
+Colours: the Okabe–Ito palette (colour-blind safe) for lines and up to 8 classes; for 9 to 20
+classes :data:`DISTINCT_20`, 20 colours kept apart and dark enough for a white background (no
+20 colours can all stay apart for colour-blind readers, so the map then also names each class
+at its centre); above 20 classes and for matrices the perceptually uniform ``cividis`` map.
+
+UMAP compiles its numba kernels on first use; :func:`project_2d` turns on numba's on-disk cache
+for the ones umap-learn does not cache itself, so only the first map on a machine pays for it.
 """
 
 from __future__ import annotations
@@ -17,8 +22,23 @@ import numpy as np
 
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
              "#000000")
+# classes take Okabe–Ito's colours with the light yellow last (only an 8th class gets it)
+_OKABE_ITO_CLASSES = tuple(OKABE_ITO[i] for i in (0, 1, 2, 4, 5, 6, 7, 3))
+# 9 to 20 classes: Sasha Trubetskoy's 20 distinct colours with the ones too light for a white
+# background (yellow, cyan, lime, pink, lavender, beige, mint, apricot) and the grey (the
+# legend's neutral) replaced by darker ones chosen to keep every pair at least 17 CIEDE2000
+# apart (20 up to 17 classes), every one at least 2:1 in contrast with white; the first n of
+# them colour n classes
+DISTINCT_20 = ("#E6194B", "#3CB44B", "#4363D8", "#F58231", "#911EB4", "#43B1FF", "#F032E6",
+               "#DEA600", "#469990", "#9A6324", "#000000", "#E990A6", "#000075", "#808000",
+               "#800000", "#B1A6E9", "#006437", "#904364", "#906FB1", "#B1B16F")
+NEUTRAL = "#666666"  # legend entries that explain a marker rather than a class
 LEGEND_MAX = 20  # classes named in a legend; above, a colour bar and names at the centroids
 PROJECTION_MAX = 20_000  # points drawn; above, a stratified seeded sample
+# UMAP's optimisation epochs: umap-learn's own choice above 10,000 rows, 500 below, where it is
+# the larger half of a map's time; 200 keep the map's trustworthiness (0.988 vs 0.989 on
+# scikit-learn's digits) at 40 % of the time
+UMAP_EPOCHS = 200
 FIGURES = ("projection", "knn_curve", "confusion", "per_class", "similarity", "spectrum",
            "k_occurrence")
 
@@ -36,30 +56,33 @@ def _pyplot():
 
 def project_2d(X: np.ndarray, codes: np.ndarray, is_test: np.ndarray, *, seed: int = 0,
                max_points: int = PROJECTION_MAX) -> tuple[dict, dict]:
-    """A 2-D map of the rows: UMAP (cosine, seeded) when umap-learn is installed, else PCA.
+    """A 2-D map of the rows: UMAP (cosine, seeded) when umap-learn is installed, else PCA of
+    the L2-normalised rows.
 
-    Above ``max_points`` rows a stratified seeded sample is drawn. The trustworthiness of the
-    map (scikit-learn, 5 neighbours, on at most 2000 of the drawn points) says how far to trust
-    it. Returns ``(arrays, info)``: ``projection_xy``, ``projection_codes``,
-    ``projection_is_test``, and ``{"method", "n_points", "n_rows", "trustworthiness",
-    "warning"}``.
+    Above ``max_points`` rows a stratified seeded sample is drawn. UMAP is given the exact cosine
+    neighbours (:func:`probekit.neighbors.search`) rather than searching for them itself, and
+    numba's on-disk cache is turned on for its kernels (:func:`cache_umap_kernels`). The
+    trustworthiness of the map (scikit-learn, 5 neighbours, on at most 2000 of the drawn
+    points) says how far to trust it. Returns ``(arrays, info)``: ``projection_xy``,
+    ``projection_codes``, ``projection_is_test``, and ``{"method", "n_points", "n_rows",
+    "trustworthiness", "seed", "epochs", "warning"}``.
     """
     from sklearn.manifold import trustworthiness
 
+    from probekit.arrays import unit_rows
+    from probekit.errors import install_hint
+
     rows = _stratified_sample(codes, max_points, seed)
-    data = np.asarray(X[rows], dtype=np.float32)
+    data = unit_rows(X, rows)  # the map is of directions (cosine), at any scale of the rows
     warning = None
     try:
         import umap  # noqa: F401
     except ImportError:
         umap = None
-        warning = ("UMAP needs the umap extra (pip install 'probekit[umap]'); the map is a "
-                   "PCA projection")
+        warning = (f"UMAP needs the umap extra ({install_hint('umap')}); the map is a PCA "
+                   "projection of the L2-normalised rows")
     if umap is not None and len(rows) > 15:
-        from umap import UMAP
-
-        xy = UMAP(n_components=2, metric="cosine", random_state=seed, n_jobs=1,
-                  n_neighbors=min(15, len(rows) - 1)).fit_transform(data)
+        xy = _umap(data, seed)
         method = "UMAP (cosine)"
     else:
         from sklearn.decomposition import PCA
@@ -72,8 +95,84 @@ def project_2d(X: np.ndarray, codes: np.ndarray, is_test: np.ndarray, *, seed: i
     arrays = {"projection_xy": np.asarray(xy, dtype=np.float32),
               "projection_codes": codes[rows], "projection_is_test": is_test[rows]}
     info = {"method": method, "n_points": int(len(rows)), "n_rows": int(len(codes)),
-            "trustworthiness": trust, "seed": seed, "warning": warning}
+            "trustworthiness": trust, "seed": seed,
+            "epochs": UMAP_EPOCHS if method.startswith("UMAP") else None, "warning": warning}
     return arrays, info
+
+
+def _umap(data: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
+    """UMAP (cosine, seeded, one thread, :data:`UMAP_EPOCHS` epochs) of ``data``, on its exact
+    cosine neighbours.
+
+    Left to itself, umap-learn computes the cosine distances of fewer than 4096 rows by calling
+    a numba function once per pair from Python (seconds for 2000 rows), and runs an
+    approximate search (pynndescent) above that; both give way to one exact search here.
+    """
+    import warnings
+
+    from umap import UMAP
+
+    cache_umap_kernels()
+    n_neighbors = min(n_neighbors, len(data) - 1)
+    knn = _cosine_neighbours(data, n_neighbors)
+    model = UMAP(n_components=2, metric="cosine", random_state=seed, n_jobs=1,
+                 n_neighbors=n_neighbors, n_epochs=UMAP_EPOCHS, precomputed_knn=knn)
+    with warnings.catch_warnings():  # no search index is kept: the map never transforms
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
+        return model.fit_transform(data)
+
+
+def _cosine_neighbours(data: np.ndarray, k: int) -> tuple:
+    """``(indices, cosine distances)`` of each row's ``k`` nearest rows, itself included (as
+    umap-learn's own search returns them); ``(None, None, None)``, umap-learn's "search
+    yourself", when some row is all zeros."""
+    from probekit.errors import InputError
+    from probekit.neighbors import prepare_vectors, search
+
+    try:
+        vectors = prepare_vectors(data, metric="cosine")
+    except InputError:  # zero rows: umap-learn's cosine handles them its own way
+        return (None, None, None)
+    found = search(vectors, vectors, k, metric="cosine")
+    distances = np.maximum(1.0 - found.similarities, 0.0).astype(np.float32)
+    return (found.indices, distances)
+
+
+# umap-learn's numba kernels that a map compiles and that umap-learn does not mark cache=True
+# (its own search's kernels included, for the rows the exact search cannot take)
+UMAP_KERNELS = {"umap.umap_": ("smooth_knn_dist", "compute_membership_strengths"),
+                "umap.layouts": ("clip", "_nb_optimize_layout_euclidean_single_epoch"),
+                "umap.utils": ("fast_knn_indices",), "umap.distances": ("cosine",)}
+
+
+def cache_umap_kernels() -> list[str]:
+    """Turn on numba's on-disk cache for umap-learn's kernels in :data:`UMAP_KERNELS`.
+
+    They are compiled on every run otherwise (about 10 s). numba keeps the cache in the
+    ``__pycache__`` folder beside umap-learn's source when that is writable, else in the
+    user's cache folder (``~/.cache/numba``), or in ``NUMBA_CACHE_DIR`` when it is set; with
+    no writable place the kernels are compiled as before. Returns the kernels now cached.
+    """
+    import importlib
+
+    try:
+        from numba.core.caching import NullCache
+    except ImportError:  # a numba whose internals moved: leave the kernels as they are
+        return []
+    cached = []
+    for module_name, names in UMAP_KERNELS.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            kernel = getattr(module, name, None)
+            if kernel is None or not hasattr(kernel, "enable_caching"):
+                continue  # another umap-learn version
+            if isinstance(getattr(kernel, "_cache", None), NullCache):
+                try:
+                    kernel.enable_caching()
+                except RuntimeError:  # no writable cache folder: compile as before
+                    continue
+            cached.append(f"{module_name}.{name}")
+    return cached
 
 
 def _stratified_sample(codes: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -93,18 +192,15 @@ def _stratified_sample(codes: np.ndarray, size: int, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------------------- helpers
 
 
-MARKERS = ("o", "s", "^")
-
-
-def _class_styles(n: int) -> list[tuple]:
-    """``(colour, marker)`` per class: the 8 Okabe–Ito colours, then the same colours with a
-    square and a triangle (up to :data:`LEGEND_MAX` classes, all colour-blind safe, named in a
-    legend), then ``cividis`` (with a colour bar)."""
-    plt = _pyplot()
+def class_colours(n: int) -> list:
+    """One colour per class: Okabe–Ito up to 8 classes, :data:`DISTINCT_20` up to
+    :data:`LEGEND_MAX`, then ``cividis`` (classes named at their centres, a colour bar)."""
+    if n <= len(_OKABE_ITO_CLASSES):
+        return list(_OKABE_ITO_CLASSES[:n])
     if n <= LEGEND_MAX:
-        return [(OKABE_ITO[i % len(OKABE_ITO)], MARKERS[i // len(OKABE_ITO)]) for i in range(n)]
-    cmap = plt.get_cmap("cividis")
-    return [(cmap(value), "o") for value in np.linspace(0.0, 1.0, n)]
+        return list(DISTINCT_20[:n])
+    cmap = _pyplot().get_cmap("cividis")
+    return [cmap(value) for value in np.linspace(0.0, 1.0, n)]
 
 
 def _caption(fig, text: str) -> None:
@@ -129,21 +225,24 @@ def _need(report, *keys: str) -> None:
 
 
 def projection(report):
-    """Scatter of the 2-D map coloured by class; test points as crosses, training points as
-    dots; a legend up to 20 classes, else a colour bar and class names at the centroids."""
+    """Scatter of the 2-D map coloured by class; training points as dots, test points as
+    crosses (a grey legend says so); a legend of the classes up to 20 of them, and above 8
+    classes (where colours alone no longer carry) each class named at its centre, with a colour
+    bar above 20."""
     _need(report, "projection_xy", "projection_codes", "projection_is_test")
     plt = _pyplot()
     xy, codes = report.arrays["projection_xy"], report.arrays["projection_codes"]
     is_test = report.arrays["projection_is_test"].astype(bool)
     names = _names(report)
     present = np.unique(codes)
-    styles = _class_styles(len(present))
-    fig, ax = plt.subplots(figsize=(8.5, 7.0) if len(present) <= LEGEND_MAX else (9.5, 8.0))
+    colours = class_colours(len(present))
+    few = len(present) <= LEGEND_MAX
+    fig, ax = plt.subplots(figsize=(8.5, 7.0) if few else (9.5, 8.0))
     size = float(np.clip(4000.0 / max(len(xy), 1), 2.0, 30.0))
-    for (colour, marker), c in zip(styles, present, strict=True):
+    for colour, c in zip(colours, present, strict=True):
         mine = codes == c
-        ax.scatter(*xy[mine & ~is_test].T, s=size, color=colour, alpha=0.6, linewidths=0,
-                   marker=marker, label=names[c])
+        ax.scatter(*xy[mine & ~is_test].T, s=size, color=colour, alpha=0.7, linewidths=0,
+                   marker="o")
         ax.scatter(*xy[mine & is_test].T, s=size * 1.6, color=colour, alpha=0.9, marker="x",
                    linewidths=0.8)
     info = report.protocol.get("projection", {})
@@ -151,20 +250,14 @@ def projection(report):
     ax.set_xlabel("map axis 1")
     ax.set_ylabel("map axis 2")
     ax.set_aspect("equal", adjustable="datalim")
-    if len(present) <= LEGEND_MAX:
-        ax.legend(title="class (dots train, crosses test)", fontsize=8, title_fontsize=8,
-                  markerscale=max(1.0, 30.0 / size) ** 0.5, loc="center left",
-                  bbox_to_anchor=(1.01, 0.5), frameon=False)
+    if few:
+        _class_legend(ax, colours, [names[c] for c in present])
     else:
-        cmap = plt.get_cmap("cividis", len(present))
-        mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(-0.5, len(present) - 0.5))
-        bar = fig.colorbar(mappable, ax=ax, fraction=0.04, pad=0.02)
-        bar.set_ticks(np.unique(np.linspace(0, len(present) - 1, 6).round().astype(int)))
-        bar.set_label("class index (dots train, crosses test)")
-        for c in present:
-            centre = np.median(xy[codes == c], axis=0)
-            ax.annotate(names[c], centre, xytext=(0, 6), textcoords="offset points",
-                        fontsize=6, ha="center", va="bottom", color="#222222")
+        _colour_bar(fig, ax, len(present))
+        ax.legend(handles=_marker_handles(), loc="best", fontsize=8, framealpha=0.85)
+    fig.tight_layout()
+    if len(present) > len(_OKABE_ITO_CLASSES):
+        _name_centres(ax, xy, codes, present, names, fontsize=7 if few else 6)
     sampled = info.get("n_points", len(xy)) < info.get("n_rows", len(xy))
     text = (f"{info.get('n_points', len(xy))} points"
             + (f" (stratified seeded sample of {info.get('n_rows')})" if sampled else "")
@@ -172,9 +265,77 @@ def projection(report):
               "(1 = neighbourhoods kept, 0.5 = random)")
     if info.get("warning"):
         text += f". {info['warning']}"
-    fig.tight_layout()
     _caption(fig, text)
     return fig
+
+
+def _marker_handles() -> list:
+    """Legend entries in a neutral grey that say what a training and a test point look like."""
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], linestyle="", marker="o", markersize=5, color=NEUTRAL,
+                   label="train (dot)"),
+            Line2D([], [], linestyle="", marker="x", markersize=6, markeredgewidth=1.2,
+                   color=NEUTRAL, label="test (cross)")]
+
+
+def _class_legend(ax, colours: list, labels: list[str]) -> None:
+    """The classes' colours in one legend and the two marker shapes in another, both to the
+    right of the axes."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], linestyle="", marker="o", markersize=6, color=colour,
+                      label=label) for colour, label in zip(colours, labels, strict=True)]
+    classes = ax.legend(handles=handles, title="class", fontsize=8, title_fontsize=8,
+                        loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.add_artist(classes)
+    classes.set_clip_on(False)  # else the saved figure's tight box leaves it out
+    ax.legend(handles=_marker_handles(), title="points", fontsize=8, title_fontsize=8,
+              loc="lower left", bbox_to_anchor=(1.01, 0.0), frameon=False)
+
+
+def _colour_bar(fig, ax, n: int) -> None:
+    plt = _pyplot()
+    cmap = plt.get_cmap("cividis", n)
+    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(-0.5, n - 0.5))
+    bar = fig.colorbar(mappable, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_ticks(np.unique(np.linspace(0, n - 1, 6).round().astype(int)))
+    bar.set_label("class index (names at the class centres)")
+
+
+def _name_centres(ax, xy, codes, present, names, fontsize: int) -> None:
+    """Each class's name at the median of its points, on a white halo so it reads over them;
+    a name that would cover one placed before it moves up or down by whole line heights."""
+    from matplotlib import patheffects
+
+    halo = [patheffects.withStroke(linewidth=2.0, foreground="white")]
+    labels = [ax.annotate(names[c], np.median(xy[codes == c], axis=0), xytext=(0, 0),
+                          textcoords="offset points", ha="center", va="center",
+                          fontsize=fontsize, color="#111111", path_effects=halo)
+              for c in present]
+    _spread(ax, labels, step=1.2 * fontsize)
+
+
+def _spread(ax, labels: list, step: float, tries: int = 6) -> None:
+    """Shift each of ``labels`` (annotations placed in offset points) by the first of 0, +1,
+    -1, +2, -2... ``step`` points at which it overlaps none of the labels before it; where
+    every try overlaps it stays where it was. Needs a canvas that can measure text (Agg)."""
+    get_renderer = getattr(ax.figure.canvas, "get_renderer", None)
+    if get_renderer is None:
+        return
+    renderer = get_renderer()
+    ax.apply_aspect()  # the limits "equal" sets at draw time, so boxes are where they will be
+    placed = []
+    for label in labels:
+        for shift in [0] + [sign * i for i in range(1, tries + 1) for sign in (1, -1)]:
+            label.xyann = (0, shift * step)
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        else:
+            label.xyann = (0, 0)
+            box = label.get_window_extent(renderer)
+        placed.append(box)
 
 
 umap = projection  # the name the issue and the README use: probekit.plots.umap(report)
@@ -187,14 +348,17 @@ def knn_curve(report):
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     metric = report.main_metric
     ks = [int(k) for k in report.knn[report.votes[0]]]
-    styles = {"majority": (OKABE_ITO[4], "o"), "weighted": (OKABE_ITO[5], "s")}
+    # hollow squares, larger, around the majority's dots: where the two votes agree both show
+    styles = {"majority": (OKABE_ITO[4], "o", 5, OKABE_ITO[4]),
+              "weighted": (OKABE_ITO[5], "s", 8, "none")}
     for vote in report.votes:
-        colour, marker = styles[vote]
+        colour, marker, size, face = styles[vote]
         scores = [report.knn[vote][str(k)] for k in ks]
         accuracy = 100 * np.array([s[metric] for s in scores])
         low = 100 * np.array([s["ci95"][0] for s in scores])
         high = 100 * np.array([s["ci95"][1] for s in scores])
-        ax.plot(ks, accuracy, marker=marker, color=colour, label=f"kNN, {vote} vote")
+        ax.plot(ks, accuracy, marker=marker, markersize=size, markerfacecolor=face,
+                markeredgewidth=1.5, color=colour, label=f"kNN, {vote} vote")
         ax.fill_between(ks, low, high, color=colour, alpha=0.18, linewidth=0)
     linear = report.linear
     ax.axhline(100 * linear[metric], color=OKABE_ITO[7], linestyle="--",
@@ -258,9 +422,18 @@ def write_layer_curve(layerwise, directory, *, fmt: str = "png", dpi: int = 150)
     path = directory / f"layers.{fmt}"
     with figure_style():
         fig = layer_curve(layerwise)
-        fig.savefig(path, dpi=dpi, metadata=_METADATA[fmt], bbox_inches="tight")
+        _save(fig, path, fmt, dpi)
     plt.close(fig)
     return path
+
+
+def _save(fig, path: Path, fmt: str, dpi: int) -> None:
+    """Save a figure atomically (a killed run leaves the old file, never a truncated one)."""
+    from probekit.files import write_atomically
+
+    write_atomically(path, lambda stream: fig.savefig(stream, format=fmt, dpi=dpi,
+                                                      metadata=_METADATA[fmt],
+                                                      bbox_inches="tight"))
 
 
 def _better_probe(report) -> tuple[str, str]:
@@ -279,6 +452,8 @@ def confusion(report, probe: str | None = None):
         title = "linear probe" if probe == "linear" else "best kNN setting"
     _need(report, key)
     plt = _pyplot()
+    from matplotlib.colors import PowerNorm
+
     counts = report.arrays[key].astype(np.float64)
     names = _names(report)
     rows = counts.sum(axis=1)
@@ -288,23 +463,26 @@ def confusion(report, probe: str | None = None):
                                   np.nan), where=present[:, None]))
     n = len(names)
     longest = max(len(name) for name in names) if n <= 50 else 0
-    side = float(np.clip(3.0 + 0.22 * n, 5.0, 14.0)) + 0.07 * longest
+    side = float(np.clip(3.0 + 0.22 * n, 5.0, 10.0)) + 0.07 * longest  # 50 names: 7 pt
     fig, ax = plt.subplots(figsize=(side + 1.2, side))
     cmap = plt.get_cmap("cividis").with_extremes(bad="#D9D9D9")
-    image = ax.imshow(matrix, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto",
-                      interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="share of the true class")
+    # a square-root scale: the small off-diagonal shares (the confusions) stand out of the 0s
+    norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
+    image = ax.imshow(matrix, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03,
+                       label="share of the true class (square-root scale)")
+    bar.set_ticks([0.0, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0])
     if n <= 50:
-        size = 9 if n <= 12 else 7 if n <= 25 else 5
+        size = 9 if n <= 12 else 8 if n <= 25 else 7
         ax.set_xticks(range(n))
         ax.set_xticklabels(names, rotation=90, fontsize=size)
         ax.set_yticks(range(n))
         ax.set_yticklabels(names, fontsize=size)
         if n <= 12:
             for (i, j), value in np.ndenumerate(matrix.filled(np.nan)):
-                if np.isfinite(value):
+                if np.isfinite(value) and counts[i, j] > 0:  # no "0.00" where none went
                     ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                            color="white" if value < 0.6 else "black")
+                            color="white" if norm(value) < 0.6 else "black")
     ax.set_xlabel("predicted class" + ("" if n <= 50 else " (class index)"))
     ax.set_ylabel("true class (grey: none in the test set)" if not present.all()
                   else "true class")
@@ -312,8 +490,19 @@ def confusion(report, probe: str | None = None):
     fig.tight_layout()
     confusions = largest_confusions(counts, names)
     _caption(fig, "Largest confusions: " + ("; ".join(
-        f"{a} → {b} {100 * share:.0f}%" for a, b, share in confusions) or "none"))
+        confusion_phrase(*confusion) for confusion in confusions) or "none") + ".")
     return fig
+
+
+def confusion_phrase(true: str, predicted: str, share: float) -> str:
+    """One confusion in words, as the figures and the HTML report write it:
+    ``"5.7 % of class 8 predicted as 1"``. Names holding a space are quoted, and a name that
+    starts with "class " is not called "class class 8"."""
+    def quoted(name: str) -> str:
+        return f"‘{name}’" if any(char.isspace() for char in name) else name
+
+    of = "" if true.lower().startswith("class ") else "class "
+    return f"{100 * share:.1f} % of {of}{quoted(true)} predicted as {quoted(predicted)}"
 
 
 def largest_confusions(counts: np.ndarray, names: list[str], top: int = 5):
@@ -351,21 +540,34 @@ def per_class(report):
     ax.hlines(positions, np.fmin(linear[order], knn[order]), np.fmax(linear[order], knn[order]),
               color="#BBBBBB", linewidth=1.5)
     ax.scatter(linear[order], positions, color=OKABE_ITO[7], marker="D", s=22,
-               label="linear probe", zorder=3)
+               label="linear probe", zorder=3, clip_on=False)
     best = report.knn["best"]
-    ax.scatter(knn[order], positions, color=OKABE_ITO[5], s=26, zorder=3,
+    ax.scatter(knn[order], positions, facecolors="none", edgecolors=OKABE_ITO[5], s=48,
+               linewidths=1.5, zorder=4, clip_on=False,
                label=f"kNN ({best['vote']}, k={best['k']})")
     ax.set_yticks(positions)
-    ax.set_yticklabels([names[i] for i in order], fontsize=9 if len(order) <= 25 else 6)
-    ax.invert_yaxis()
+    ax.set_yticklabels([names[i] for i in order], fontsize=9 if len(order) <= 25 else 7)
+    ax.set_ylim(len(order) - 0.4, -0.6)  # first row on top, half a row of room around
     ax.set_xlabel("per-class accuracy (recall, %)")
     ax.set_ylabel("class (largest kNN loss first)")
-    ax.set_xlim(-2, 102)
-    ax.set_title("Per-class accuracy: linear vs kNN")
+    ax.set_xlim(*recall_range(np.concatenate([linear[order], knn[order]])))
+    ax.set_title("Per-class accuracy: linear vs kNN", pad=24)
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2,
+              frameon=False)
     fig.tight_layout()
     return fig
+
+
+def recall_range(values: np.ndarray) -> tuple[float, float]:
+    """x-axis limits (%) that fit the finite ``values``: a margin of a tenth of their range (at
+    least 2 points) on each side, clipped to [0, 100]."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return 0.0, 100.0
+    low, high = float(values.min()), float(values.max())
+    margin = max(2.0, 0.1 * (high - low))
+    return max(0.0, low - margin), min(100.0, high + margin)
 
 
 def similarity(report):
@@ -417,11 +619,11 @@ def spectrum(report):
     values = values[values > values.max(initial=0) * 1e-12]
     ranks = np.arange(1, len(values) + 1)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     ax.plot(ranks, values, color=OKABE_ITO[4])
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))  # 1, 10, 100 rather than 1.0
     ax.xaxis.set_minor_formatter(NullFormatter())
     if values.max() / values.min() >= 10:  # a log scale only where it spans a decade
         ax.set_yscale("log")
@@ -477,7 +679,6 @@ def write_figures(report, directory, *, fmt: str = "png", dpi: int = 150) -> lis
     makers = {"projection": projection, "knn_curve": knn_curve, "confusion": confusion,
               "per_class": per_class, "similarity": similarity, "spectrum": spectrum,
               "k_occurrence": k_occurrence}
-    metadata = _METADATA[fmt]
     written = []
     for name in FIGURES:
         if not has_data(report, name):
@@ -485,7 +686,7 @@ def write_figures(report, directory, *, fmt: str = "png", dpi: int = 150) -> lis
         with figure_style():
             fig = makers[name](report)
             path = directory / f"{name}.{fmt}"
-            fig.savefig(path, dpi=dpi, metadata=metadata, bbox_inches="tight")
+            _save(fig, path, fmt, dpi)
         plt.close(fig)
         written.append(path)
     return written
