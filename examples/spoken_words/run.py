@@ -133,26 +133,58 @@ def setting_name(count: int | None) -> str:
     return "all" if count is None else f"voices{count}"
 
 
-def run_seed(seed: int, top, cache: dict, keep: np.ndarray, *, steps: int, lr: float,
-             projection: bool, log) -> tuple[dict, int]:
-    """The four conditions for one seed, trained on the rows ``keep`` of the training split:
-    ({condition: (Report, test-row geometry)}, epochs of each fine-tuning run). ``top`` is the
-    trainable encoder (of the cached sequences, or of waveforms)."""
-    import torch
-
-    from tuner.adapter import AdapterConfig, apply_adapter, train_adapter
-    from tuner.embed import embed
-    from tuner.train import TrainConfig, fit
-
-    classes = cache["classes"]
+def split_datasets(cache: dict, keep: np.ndarray) -> dict:
+    """{split: Dataset} of the cached splits, the training split cut to the rows ``keep``."""
     data = {}
     for name, (items, targets) in cache["splits"].items():
         mask = keep if name == "train" else np.ones(len(items), dtype=bool)
         data[name] = as_dataset(cache, [item for item, kept in zip(items, mask, strict=True)
                                         if kept], np.asarray(targets)[mask])
+    return data
+
+
+def step_budget(n_classes: int, n_train: int, steps: int) -> tuple[int, int]:
+    """(batch size, epochs) of a fine-tuning run of about ``steps`` optimizer steps on
+    ``n_train`` clips: batches of 64 (4 clips per class when there are fewer than 16 classes),
+    at least 2 epochs."""
+    batch_size = min(64, 4 * n_classes)
+    return batch_size, max(2, round(steps * batch_size / n_train))
+
+
+def fine_tune(top, data: dict, objective: str, *, seed: int, epochs: int, batch_size: int,
+              lr: float, log):
+    """A copy of ``top`` fine-tuned with ``objective`` ("ce" or "supcon") on ``data["train"]``,
+    with the best epoch by validation kNN@20 on ``data["val"]`` restored: (the tuned encoder,
+    the TrainResult)."""
+    import torch
+
+    from tuner.train import TrainConfig, fit
+
+    tuned = copy.deepcopy(top)
+    torch.manual_seed(seed)
+    config = TrainConfig(objective=objective, epochs=epochs, batch_size=batch_size, m=4,
+                         lr=lr, warmup_epochs=1, temperature=0.1, head_dim=None, seed=seed,
+                         probe_every=max(1, epochs // 10), probe_linear=False,
+                         probe_max_train=1000, progress=False, verbose=False)
+    began = time.perf_counter()
+    result = fit(tuned, data["train"], data["val"], config)
+    log(f"  seed {seed} {objective}: {len(data['train'])} clips, {epochs} epochs in "
+        f"{time.perf_counter() - began:.0f} s, best epoch {result.best_epoch} (val kNN@20 "
+        f"{result.best_score:.3f})")
+    return tuned, result
+
+
+def run_seed(seed: int, top, cache: dict, keep: np.ndarray, *, steps: int, lr: float,
+             projection: bool, log) -> tuple[dict, int]:
+    """The four conditions for one seed, trained on the rows ``keep`` of the training split:
+    ({condition: (Report, test-row geometry)}, epochs of each fine-tuning run). ``top`` is the
+    trainable encoder (of the cached sequences, or of waveforms)."""
+    from tuner.adapter import AdapterConfig, apply_adapter, train_adapter
+    from tuner.embed import embed
+
+    data = split_datasets(cache, keep)
     y = {name: dataset.targets for name, dataset in data.items()}
-    batch_size = min(64, 4 * len(classes))
-    epochs = max(2, round(steps * batch_size / len(data["train"])))
+    batch_size, epochs = step_budget(len(cache["classes"]), len(data["train"]), steps)
     reports = {}
     frozen = {name: embed(top, data[name]) for name in ("train", "test")}  # val: not probed
     reports["frozen"] = probe(frozen["train"], y["train"], frozen["test"], y["test"], seed=seed,
@@ -163,17 +195,8 @@ def run_seed(seed: int, top, cache: dict, keep: np.ndarray, *, steps: int, lr: f
                                apply_adapter(adapter, frozen["test"]), y["test"], seed=seed,
                                projection=projection)
     for objective in ("ce", "supcon"):
-        tuned = copy.deepcopy(top)
-        torch.manual_seed(seed)
-        config = TrainConfig(objective=objective, epochs=epochs, batch_size=batch_size, m=4,
-                             lr=lr, warmup_epochs=1, temperature=0.1, head_dim=None, seed=seed,
-                             probe_every=max(1, epochs // 10), probe_linear=False,
-                             probe_max_train=1000, progress=False, verbose=False)
-        began = time.perf_counter()
-        result = fit(tuned, data["train"], data["val"], config)
-        log(f"  seed {seed} {objective}: {len(data['train'])} clips, {epochs} epochs in "
-            f"{time.perf_counter() - began:.0f} s, best epoch {result.best_epoch} (val kNN@20 "
-            f"{result.best_score:.3f})")
+        tuned, _ = fine_tune(top, data, objective, seed=seed, epochs=epochs,
+                             batch_size=batch_size, lr=lr, log=log)
         reports[objective] = probe(embed(tuned, data["train"]), y["train"],
                                    embed(tuned, data["test"]), y["test"], seed=seed,
                                    projection=projection)
