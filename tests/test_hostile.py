@@ -280,7 +280,7 @@ def test_a_malformed_sidecar_is_one_line(tmp_path, key):
     X, y = gaussian_classes(90, 4, 3, seed=7)
     report = dual_probe(X, y, save_predictions=True, projection=True, **FAST)
     arrays = dict(report.arrays)
-    arrays[key] = {"confusion_linear": np.zeros((3, 3, 3), dtype=np.int64),
+    arrays[key] = {"confusion_linear": np.array([[0, 0, 5], [1, 9, 2]]),  # class 9 of 3
                    "projection_codes": arrays["projection_codes"] + 10,
                    "correct_knn": arrays["correct_knn"][:, :2]}[key]
     import dataclasses

@@ -95,11 +95,56 @@ def test_projection_samples_large_inputs_by_class():
     assert abs(len(rows) - 2000) <= 4 and counts.tolist() == [1000, 600, 300, 100]
 
 
+def pairs_of(matrix) -> np.ndarray:
+    """The (true, predicted, count) rows of a dense confusion matrix."""
+    matrix = np.asarray(matrix)
+    rows, cols = np.nonzero(matrix)
+    return np.column_stack([rows, cols, matrix[rows, cols]]).astype(np.int64)
+
+
 def test_largest_confusions_and_recall():
     counts = np.array([[8, 2, 0], [0, 5, 5], [1, 0, 9]])
     names = ["a", "b", "c"]
-    assert plots.largest_confusions(counts, names, top=2) == [("b", "c", 0.5), ("a", "b", 0.2)]
-    np.testing.assert_allclose(plots.per_class_recall(counts), [0.8, 0.5, 0.9])
+    assert plots.largest_confusions(pairs_of(counts), names, top=2) == [
+        ("b", "c", 0.5, 5, 10), ("a", "b", 0.2, 2, 10)]
+    np.testing.assert_allclose(plots.per_class_recall(pairs_of(counts), 3), [0.8, 0.5, 0.9])
+    np.testing.assert_array_equal(plots.dense_confusion(pairs_of(counts), np.arange(3)), counts)
+    np.testing.assert_array_equal(plots.dense_confusion(pairs_of(counts), np.array([0, 2])),
+                                  [[8, 0], [1, 9]])
+    assert plots.confused_classes(pairs_of(counts), 3, 2).tolist() == [0, 1]
+
+
+def test_confusion_pairs_equal_scikit_learn_and_stay_small():
+    from sklearn.metrics import confusion_matrix
+
+    from probekit.metrics import confusion_pairs
+
+    rng = np.random.default_rng(0)
+    truth, predicted = rng.integers(0, 7, 500), rng.integers(0, 7, 500)
+    pairs = confusion_pairs(truth, predicted, 7)
+    np.testing.assert_array_equal(plots.dense_confusion(pairs, np.arange(7)),
+                                  confusion_matrix(truth, predicted, labels=range(7)))
+    many = confusion_pairs(np.arange(1000) % 500, np.arange(1000) % 499, 7000)
+    assert many.shape[0] <= 1000  # one row per occupied cell, not 7000 x 7000
+
+
+def test_the_confusion_figure_of_many_classes_shows_the_most_confused(report):
+    import dataclasses
+
+    n = 300
+    truth = np.repeat(np.arange(n), 4)
+    predicted = truth.copy()
+    predicted[::4] = (truth[::4] + 1) % n  # every class loses one of four samples...
+    predicted[1:40:4] = 7  # ...and ten classes lose two
+    from probekit.metrics import confusion_pairs
+
+    pairs = confusion_pairs(truth, predicted, n)
+    info = dict(report.input, classes=[f"c{i}" for i in range(n)])
+    many = dataclasses.replace(report, input=info, arrays=dict(
+        report.arrays, confusion_linear=pairs, confusion_knn=pairs))
+    figure = plots.confusion(many, "linear")
+    assert "the 40 of 300 classes with the most errors" in figure.axes[0].get_title()
+    assert figure.axes[0].images[0].get_array().shape == (40, 40)
 
 
 def test_save_load_round_trip(tmp_path, report):
@@ -110,9 +155,10 @@ def test_save_load_round_trip(tmp_path, report):
     assert set(loaded.arrays) == set(report.arrays)
     for key, value in report.arrays.items():
         np.testing.assert_array_equal(loaded.arrays[key], value)
-    confusion = report.arrays["confusion_linear"]
-    assert confusion.sum() == report.input["n_test"]
-    assert np.trace(confusion) / confusion.sum() == pytest.approx(report.linear["accuracy"])
+    pairs = report.arrays["confusion_linear"]
+    assert pairs[:, 2].sum() == report.input["n_test"]
+    right = pairs[pairs[:, 0] == pairs[:, 1], 2].sum()
+    assert right / pairs[:, 2].sum() == pytest.approx(report.linear["accuracy"])
 
 
 def test_html_is_self_contained(tmp_path, report):
@@ -270,8 +316,7 @@ def test_class_names_at_centres_do_not_overlap():
 def _with_confusions(report, linear, knn):
     import dataclasses
 
-    arrays = dict(report.arrays, confusion_linear=np.asarray(linear),
-                  confusion_knn=np.asarray(knn))
+    arrays = dict(report.arrays, confusion_linear=pairs_of(linear), confusion_knn=pairs_of(knn))
     return dataclasses.replace(report, arrays=arrays)
 
 
@@ -281,7 +326,7 @@ def test_per_class_axis_fits_the_data(report):
     linear = np.diag(100 - wrong)
     linear[np.arange(n), (np.arange(n) + 1) % n] = wrong
     knn = np.diag(np.full(n, 100))
-    recall = 100 * plots.per_class_recall(linear)
+    recall = 100 * plots.per_class_recall(pairs_of(linear), n)
     assert recall.min() == 91 and recall.max() == 100
     low, high = plots.per_class(_with_confusions(report, linear, knn)).axes[0].get_xlim()
     assert 85 <= low < 91 and high == 100  # not 0 to 100
@@ -295,7 +340,8 @@ def test_per_class_axis_fits_the_data(report):
 
 def test_confusions_in_words(report):
     counts = np.array([[33, 2], [0, 35]])
-    assert plots.largest_confusions(counts, ["8", "1"]) == [("8", "1", pytest.approx(2 / 35))]
+    assert plots.largest_confusions(pairs_of(counts), ["8", "1"]) == [
+        ("8", "1", pytest.approx(2 / 35), 2, 35)]
     assert plots.confusion_phrase("8", "1", 2 / 35) == "5.7 % of class 8 predicted as 1"
     assert (plots.confusion_phrase("class 3", "class 5", 0.25)
             == "25.0 % of ‘class 3’ predicted as ‘class 5’")
@@ -304,9 +350,9 @@ def test_confusions_in_words(report):
     key, _ = plots._better_probe(report)
     names = [str(name) for name in report.input["classes"]]
     first = plots.largest_confusions(report.arrays[key], names)[0]
-    assert plots.confusion_phrase(*first) in caption and "→" not in caption
+    assert plots.confusion_phrase(*first[:3]) in caption and "→" not in caption
     page = render(report, {})
-    assert f"<li>{html.escape(plots.confusion_phrase(*first))} (" in page
+    assert f"<li>{html.escape(plots.confusion_phrase(*first[:3]))} (" in page
     assert "&rarr;" not in page
 
 

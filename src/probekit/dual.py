@@ -44,7 +44,12 @@ from probekit.linear import (
     LinearPredictions,
     linear_predict,
 )
-from probekit.metrics import bootstrap_ci, classification_scores, paired_comparison
+from probekit.metrics import (
+    bootstrap_ci,
+    classification_scores,
+    confusion_pairs,
+    paired_comparison,
+)
 from probekit.neighbors import check_metric, check_representable, prepare_vectors
 from probekit.report import SCORE_KEYS, Report
 from probekit.splits import check_class_sizes, stratified_holdout, stratified_kfold
@@ -374,18 +379,19 @@ def _linear_vs_knn(knn_runs, linear_runs, units, *, loo: bool, n_bootstrap: int,
 def _figure_arrays(knn_runs, linear_runs, best: dict, n_classes: int, shape,
                    order: np.ndarray) -> dict:
     """The arrays the figures need: the confusion matrices of the linear probe and of the best
-    kNN setting (pooled over folds; rows and columns in display ``order``), and the geometry's
-    spectrum, k-occurrences and similarity histograms."""
-    def confusion(pairs):
-        counts = np.zeros((n_classes, n_classes), dtype=np.int64)
-        for predicted, truth in pairs:
-            np.add.at(counts, (truth, predicted), 1)
-        return counts[np.ix_(order, order)]
+    kNN setting (pooled over folds; :func:`probekit.metrics.confusion_pairs` in display
+    ``order``), and the geometry's spectrum, k-occurrences and similarity histograms."""
+    shown_as = np.empty_like(order)  # code -> its place in display order
+    shown_as[order] = np.arange(len(order))
 
-    position = knn_runs[0][0].k.index(best["k"])
+    def confusion(pairs):
+        predicted, truth = (np.concatenate(part) for part in zip(*pairs, strict=True))
+        return confusion_pairs(shown_as[truth], shown_as[predicted], n_classes)
+
+    column = knn_runs[0][0].k.index(best["k"])
     arrays = {
         "confusion_linear": confusion((p.predictions, t) for p, t in linear_runs),
-        "confusion_knn": confusion((p.predictions[best["vote"]][position], t)
+        "confusion_knn": confusion((p.predictions[best["vote"]][column], t)
                                    for p, t in knn_runs),
     }
     if shape is not None:

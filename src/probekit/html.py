@@ -138,15 +138,13 @@ def _confusions(report: Report) -> str:
     key, title = _better_probe(report)
     if key not in report.arrays:
         return ""
-    counts = report.arrays[key]
     names = [str(name) for name in report.input["classes"]]
-    pairs = largest_confusions(counts, names, top=10)
-    if not pairs:
+    confusions = largest_confusions(report.arrays[key], names, top=10)
+    if not confusions:
         return ""
-    index = {name: i for i, name in enumerate(names)}
     items = "".join(
-        f"<li>{html.escape(confusion_phrase(a, b, share))} ({int(counts[index[a], index[b]])} "
-        f"of {int(counts[index[a]].sum())} test samples)</li>" for a, b, share in pairs)
+        f"<li>{html.escape(confusion_phrase(a, b, share))} ({count} of {size} test "
+        f"samples)</li>" for a, b, share, count, size in confusions)
     return (f"<p class='sub lead'>Largest confusions of the "
             f"{html.escape(title)}:</p><ul class='confusions'>{items}</ul>")
 

@@ -443,9 +443,16 @@ def _better_probe(report) -> tuple[str, str]:
     return "confusion_knn", f"kNN, {best['vote']} vote, k={best['k']}"
 
 
+CONFUSION_MAX = 200  # classes drawn in full; above, the classes with the most errors
+CONFUSION_SHOWN = 40  # how many of those
+
+
 def confusion(report, probe: str | None = None):
     """Row-normalised confusion matrix of the better probe (or ``probe`` = "linear"/"knn");
-    class names on the axes up to 50 classes, the largest confusions listed above that."""
+    class names on the axes up to 50 classes. Above :data:`CONFUSION_MAX` classes the matrix
+    of the :data:`CONFUSION_SHOWN` classes with the most errors is drawn (rows and columns of
+    those classes; their shares are of each whole class). The largest confusions are in the
+    caption."""
     key, title = _better_probe(report)
     if probe is not None:
         key = {"linear": "confusion_linear", "knn": "confusion_knn"}[probe]
@@ -454,9 +461,13 @@ def confusion(report, probe: str | None = None):
     plt = _pyplot()
     from matplotlib.colors import PowerNorm
 
-    counts = report.arrays[key].astype(np.float64)
-    names = _names(report)
-    rows = counts.sum(axis=1)
+    pairs = report.arrays[key]
+    all_names = _names(report)
+    shown = confused_classes(pairs, len(all_names), CONFUSION_SHOWN) \
+        if len(all_names) > CONFUSION_MAX else np.arange(len(all_names))
+    counts = dense_confusion(pairs, shown).astype(np.float64)
+    names = [all_names[i] for i in shown]
+    rows = np.bincount(pairs[:, 0], weights=pairs[:, 2], minlength=len(all_names))[shown]
     present = rows > 0
     # every class keeps its row (rows without test samples are grey), so row i is class i
     matrix = np.ma.masked_invalid(np.divide(counts, rows[:, None], out=np.full_like(counts,
@@ -486,12 +497,34 @@ def confusion(report, probe: str | None = None):
     ax.set_xlabel("predicted class" + ("" if n <= 50 else " (class index)"))
     ax.set_ylabel("true class (grey: none in the test set)" if not present.all()
                   else "true class")
-    ax.set_title(f"Confusion matrix (row-normalised), {title}")
+    subset = (f", the {n} of {len(all_names)} classes with the most errors"
+              if n < len(all_names) else "")
+    ax.set_title(f"Confusion matrix (row-normalised), {title}{subset}")
     fig.tight_layout()
-    confusions = largest_confusions(counts, names)
+    confusions = largest_confusions(pairs, all_names)
     _caption(fig, "Largest confusions: " + ("; ".join(
-        confusion_phrase(*confusion) for confusion in confusions) or "none") + ".")
+        confusion_phrase(*confusion[:3]) for confusion in confusions) or "none") + ".")
     return fig
+
+
+def dense_confusion(pairs: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The confusion matrix restricted to ``classes`` (rows true, columns predicted, in that
+    order) from its (true, predicted, count) rows."""
+    position = np.full(int(max(pairs[:, :2].max(initial=0), classes.max(initial=0))) + 1, -1)
+    position[classes] = np.arange(len(classes))
+    rows, cols = position[pairs[:, 0]], position[pairs[:, 1]]
+    keep = (rows >= 0) & (cols >= 0)
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    matrix[rows[keep], cols[keep]] = pairs[keep, 2]
+    return matrix
+
+
+def confused_classes(pairs: np.ndarray, n_classes: int, count: int) -> np.ndarray:
+    """The ``count`` classes with the most misclassified test samples (ties: lower index), in
+    index order."""
+    wrong = pairs[:, 0] != pairs[:, 1]
+    errors = np.bincount(pairs[wrong, 0], weights=pairs[wrong, 2], minlength=n_classes)
+    return np.sort(np.argsort(-errors, kind="stable")[:count])
 
 
 def confusion_phrase(true: str, predicted: str, share: float) -> str:
@@ -505,23 +538,25 @@ def confusion_phrase(true: str, predicted: str, share: float) -> str:
     return f"{100 * share:.1f} % of {of}{quoted(true)} predicted as {quoted(predicted)}"
 
 
-def largest_confusions(counts: np.ndarray, names: list[str], top: int = 5):
-    """The ``top`` largest off-diagonal shares ``(true, predicted, share of the true class)``."""
-    rows = counts.sum(axis=1, keepdims=True)
-    shares = np.divide(counts, rows, out=np.zeros_like(counts, dtype=np.float64),
-                       where=rows > 0)
-    np.fill_diagonal(shares, 0.0)
-    order = np.argsort(-shares, axis=None, kind="stable")[:top]
-    return [(names[i], names[j], float(shares[i, j]))
-            for i, j in zip(*np.unravel_index(order, shares.shape), strict=True)
-            if shares[i, j] > 0]
+def largest_confusions(pairs: np.ndarray, names: list[str], top: int = 5) -> list[tuple]:
+    """The ``top`` largest off-diagonal shares of the confusion ``pairs`` (rows of true,
+    predicted, count): ``(true name, predicted name, share of the true class, count, class
+    size)``, largest first (ties: by true, then predicted class)."""
+    sizes = np.bincount(pairs[:, 0], weights=pairs[:, 2], minlength=len(names))
+    wrong = pairs[pairs[:, 0] != pairs[:, 1]]
+    shares = wrong[:, 2] / sizes[wrong[:, 0]]
+    order = np.argsort(-shares, kind="stable")[:top]
+    return [(names[t], names[p], float(shares[i]), int(c), int(sizes[t]))
+            for i, (t, p, c) in zip(order, wrong[order], strict=True)]
 
 
-def per_class_recall(counts: np.ndarray) -> np.ndarray:
-    """Per-class accuracy (recall) from a confusion matrix; NaN for classes not in the test."""
-    rows = counts.sum(axis=1)
+def per_class_recall(pairs: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class accuracy (recall) from confusion pairs; NaN for classes not in the test."""
+    sizes = np.bincount(pairs[:, 0], weights=pairs[:, 2], minlength=n_classes)
+    right = pairs[pairs[:, 0] == pairs[:, 1]]
+    hits = np.bincount(right[:, 0], weights=right[:, 2], minlength=n_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(rows > 0, np.diag(counts) / rows, np.nan)
+        return np.where(sizes > 0, hits / sizes, np.nan)
 
 
 def per_class(report):
@@ -530,8 +565,8 @@ def per_class(report):
     _need(report, "confusion_linear", "confusion_knn")
     plt = _pyplot()
     names = _names(report)
-    linear = 100 * per_class_recall(report.arrays["confusion_linear"])
-    knn = 100 * per_class_recall(report.arrays["confusion_knn"])
+    linear = 100 * per_class_recall(report.arrays["confusion_linear"], len(names))
+    knn = 100 * per_class_recall(report.arrays["confusion_knn"], len(names))
     keep = np.flatnonzero(np.isfinite(linear) | np.isfinite(knn))
     order = keep[np.argsort(np.nan_to_num(knn[keep] - linear[keep]), kind="stable")]
     height = float(np.clip(1.5 + 0.22 * len(order), 3.5, 14.0))

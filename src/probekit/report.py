@@ -554,9 +554,10 @@ def check_report_arrays(arrays: dict, report: Report, name: str) -> None:
 
     for key in ("confusion_linear", "confusion_knn"):
         if key in arrays:
-            matrix = kind(key, "iu", 2)
-            if matrix.shape != (n_classes, n_classes) or (matrix < 0).any():
-                fail(key, f"a {n_classes} x {n_classes} matrix of counts")
+            pairs = kind(key, "iu", 2)
+            if pairs.shape[1:] != (3,) or (pairs < 0).any() or (pairs[:, 2] < 1).any() \
+                    or (pairs[:, :2] >= n_classes).any():
+                fail(key, f"rows (true, predicted, count) of classes below {n_classes}")
     if "projection_xy" in arrays:
         xy = kind("projection_xy", "f", 2, finite=True)
         if xy.shape[1] != 2:
