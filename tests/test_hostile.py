@@ -415,3 +415,16 @@ def test_geometry_of_5000_classes_stays_within_memory_linear_in_classes(tmp_path
     assert completed.returncode == 0, completed.stderr
     growth_mb = float(completed.stdout.split()[-1])
     assert growth_mb < 150, f"peak memory grew by {growth_mb:.0f} MB"
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_identical_rows_give_figures_html_and_an_honest_reading(tmp_path, metric):
+    np.save(tmp_path / "X.npy", np.ones((40, 5)))
+    np.save(tmp_path / "y.npy", np.arange(40) % 2)
+    result = _run(["evaluate", "X.npy", "y.npy", "--metric", metric, "--plots", "figs",
+                   "--html", "r.html", "--out", "r.json", "-q"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "neither probe is clearly above chance" in result.output
+    assert (tmp_path / "r.html").stat().st_size > 0
+    figures = {path.stem for path in (tmp_path / "figs").iterdir()}
+    assert "spectrum" not in figures and {"knn_curve", "confusion"} <= figures

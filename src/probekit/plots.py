@@ -738,8 +738,13 @@ NEEDS = {"projection": ("projection_xy",), "knn_curve": (),
 
 
 def has_data(report, name: str) -> bool:
-    """Whether the report holds what figure ``name`` needs."""
-    return all(key in report.arrays for key in NEEDS[name])
+    """Whether the report holds what figure ``name`` needs (a spectrum needs some variance:
+    rows that are all identical have none to draw)."""
+    if not all(key in report.arrays for key in NEEDS[name]):
+        return False
+    if name == "spectrum":
+        return bool((report.arrays["singular_values"] > 0).any())
+    return True
 
 
 def figure_style():

@@ -213,7 +213,16 @@ class Report:
         evidence = (f"{test} {_p_text(comparison['p_value'])}; kNN − linear 95% CI "
                     f"[{low:+.1f}, {high:+.1f}] points")
         gap = linear - knn
-        if -100 * _CLOSE <= low and high <= 100 * _CLOSE:
+        chance = self._chance()
+        fixed = self.knn[comparison["vote"]].get(str(comparison["k"]), {})
+        best_low = max(self.linear["ci95"][0] or 0.0, (fixed.get("ci95") or [0.0])[0] or 0.0)
+        if chance is not None and best_low <= chance:
+            verdict = (f"neither probe is clearly above chance ({evidence}; "
+                       + (f"random scores would reach a mAP of about {100 * chance:.1f}"
+                          if tags else f"always predicting the largest class scores "
+                          f"{100 * chance:.1f}%") + "): the space shows no class structure "
+                       "these probes can find.")
+        elif -100 * _CLOSE <= low and high <= 100 * _CLOSE:
             verdict = (f"kNN is within {100 * _CLOSE:.0f} points of linear ({evidence}), so "
                        + ("neighbours share their tags about as well as a linear read-out "
                           "finds them: the space is organised by its tags locally too."
@@ -238,6 +247,19 @@ class Report:
                           if tags else "the class structure is local and not linear "
                           "(clusters that no single hyperplane separates)."))
         return f"{versus}: {verdict}"
+
+    def _chance(self) -> float | None:
+        """The score of a probe that knows nothing: the largest class's share of the test set
+        (accuracy), or the mean prevalence of the tags (about the mAP of random scores)."""
+        info = self.input
+        n_test = info.get("n_test") or 0
+        if not n_test:
+            return None
+        if self.task == "multilabel":
+            counts = [count for count in info.get("test_tag_counts", []) if count]
+            return sum(counts) / len(counts) / n_test if counts else None
+        counts = info.get("test_class_counts", [])
+        return max(counts) / sum(counts) if counts and sum(counts) else None
 
     def _tag_markdown(self) -> str:
         info, protocol = self.input, self.protocol
