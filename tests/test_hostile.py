@@ -428,3 +428,58 @@ def test_identical_rows_give_figures_html_and_an_honest_reading(tmp_path, metric
     assert (tmp_path / "r.html").stat().st_size > 0
     figures = {path.stem for path in (tmp_path / "figs").iterdir()}
     assert "spectrum" not in figures and {"knn_curve", "confusion"} <= figures
+
+
+# ------------------------------------------------------------------ kill -9 at any moment
+
+
+def _intact(folder) -> list[str]:
+    """What is wrong with the outputs in ``folder`` (each may be absent, never half-written)."""
+    from probekit import Report
+
+    problems = []
+    for png in (folder / "figs").glob("*.png") if (folder / "figs").exists() else []:
+        data = png.read_bytes()
+        if not (data.startswith(b"\x89PNG") and data.rstrip().endswith(b"IEND\xaeB`\x82")):
+            problems.append(f"{png.name} is not a whole PNG")
+    page = folder / "r.html"
+    if page.exists() and not page.read_text().rstrip().endswith("</html>"):
+        problems.append("r.html is cut off")
+    if (folder / "r.json").exists():
+        try:
+            Report.load(folder / "r.json")
+        except InputError as error:  # a mismatched pair is refused, which is fine
+            if "does not belong" not in str(error):
+                problems.append(f"r.json: {error}")
+    return problems
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_at_any_moment_leaves_every_output_whole(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    X, y = gaussian_classes(600, 16, 6, separation=1.0, seed=9)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    command = [sys.executable, "-m", "probekit", "evaluate", "X.npy", "y.npy", "--plots",
+               "figs", "--html", "r.html", "--out", "r.json", "-q"]
+    started = time.perf_counter()
+    subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    duration = time.perf_counter() - started
+    for fraction in (0.15, 0.35, 0.55, 0.7, 0.8, 0.9, 0.95):
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        time.sleep(fraction * duration)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert _intact(tmp_path) == [], f"killed at {fraction:.0%} of the run"
+    subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    assert _intact(tmp_path) == []
+    from probekit import Report
+
+    Report.load(tmp_path / "r.json")  # the last complete run is a consistent pair
+    leftovers = [path.name for path in tmp_path.rglob(".*.tmp")]
+    assert leftovers == []  # killed writers' temporary files were cleaned up by the next run

@@ -46,11 +46,23 @@ def test_one_vs_rest_logistic_regression_equals_scikit_learn_per_tag():
     standard, _ = standardize(X, X)
     params, _, converged = fit_ovr_logistic(standard, Y, C=0.5, tol=1e-10, max_iter=5000)
     assert converged
+    X64, n = standard.astype(np.float64), len(standard)
+
+    def objective(coef, intercept, y):  # scikit-learn's per-tag objective, in float64
+        z = X64 @ coef + intercept
+        return 0.5 * coef @ coef + 0.5 * np.sum(np.logaddexp(0, z) - y * z)
+
     for tag in range(4):
         reference = sklearn.LogisticRegression(C=0.5, tol=1e-12, max_iter=10_000).fit(
-            standard.astype(np.float64), Y[:, tag])
-        np.testing.assert_allclose(params[:-1, tag], reference.coef_[0], atol=2e-4)
-        assert params[-1, tag] == pytest.approx(reference.intercept_[0], abs=2e-4)
+            X64, Y[:, tag])
+        # our L-BFGS stops on its relative-decrease rule about 1e-4 from the optimum
+        # (measured up to 2.4e-4 across BLAS kernels and data draws); a C off by 2 % moves
+        # the parameters by 1.5e-2, so 2e-3 still tells a wrong objective from rounding
+        np.testing.assert_allclose(params[:-1, tag], reference.coef_[0], atol=2e-3)
+        assert params[-1, tag] == pytest.approx(reference.intercept_[0], abs=2e-3)
+        ours = objective(params[:-1, tag], params[-1, tag], Y[:, tag]) / (0.5 * n)
+        best = objective(reference.coef_[0], reference.intercept_[0], Y[:, tag]) / (0.5 * n)
+        assert (ours - best) / best <= 1e-7  # the same minimum of the same objective
 
 
 def test_dual_probe_on_tags_matches_scikit_learn_and_brute_force():

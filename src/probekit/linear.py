@@ -11,8 +11,15 @@ not penalised), so at equal C both find the same minimiser::
 
     min_{W, b}  (1/n) sum_i [ logsumexp(x_i W + b) - (x_i W + b)_{y_i} ]  +  ||W||_F^2 / (2 C n)
 
-Matrix products run in float32 (the data never get a float64 copy); parameters, the softmax
-and the loss are float64. References: scikit-learn ``LogisticRegression``; the linear-probe
+With two classes scikit-learn fits one weight vector w (the binary logistic loss with
+``||w||² / (2 C n)``), not two. The softmax over two classes depends only on ``w = w_1 − w_0``,
+and at the optimum ``w_1 = −w_0 = w/2``, so its penalty ``||W||_F² = ||w||²/2`` is half of
+scikit-learn's at the same C: for two classes the penalty is doubled, which makes the two
+problems the same (probekit at C equals scikit-learn at C, not at 2C).
+
+Matrix products run in float32 (the data never get a float64 copy); the logits, the softmax and
+its residual are float32 with every sum accumulated in float64; parameters and the loss are
+float64. References: scikit-learn ``LogisticRegression``; the linear-probe
 protocol of Radford et al. 2021 (CLIP) and Oquab et al. 2023 (DINOv2).
 """
 
@@ -119,7 +126,8 @@ def fit_logistic(
         raise InputError(f"C must be positive, got {C}")
     n, dim = X.shape
     rows = np.arange(n)
-    penalty = 1.0 / (C * n)
+    # two classes: doubled, so that the softmax matches scikit-learn's binary problem at this C
+    penalty = (2.0 if n_classes == 2 else 1.0) / (C * n)
 
     def loss_and_gradient(params: np.ndarray) -> tuple[float, np.ndarray]:
         coef = params[: dim * n_classes].reshape(dim, n_classes)
