@@ -483,3 +483,23 @@ def test_kill_minus_nine_at_any_moment_leaves_every_output_whole(tmp_path):
     Report.load(tmp_path / "r.json")  # the last complete run is a consistent pair
     leftovers = [path.name for path in tmp_path.rglob(".*.tmp")]
     assert leftovers == []  # killed writers' temporary files were cleaned up by the next run
+
+
+def test_row_counts_are_compared_from_headers_before_a_large_member_is_read(tmp_path,
+                                                                           monkeypatch):
+    from probekit import data
+
+    np.savez_compressed(tmp_path / "E.npz", embeddings=np.zeros((200_000, 64), np.float32))
+    np.save(tmp_path / "y.npy", np.arange(10) % 2)
+    reads = []
+    original = data._read_member
+
+    def recording(archive, path, name, *, header_only=False):
+        reads.append(header_only)
+        return original(archive, path, name, header_only=header_only)
+
+    monkeypatch.setattr(data, "_read_member", recording)
+    result = _run(["evaluate", "E.npz", "y.npy"], tmp_path)
+    assert result.exit_code == 2
+    assert "embeddings have 200000 rows but y.npy holds 10 labels" in result.output
+    assert reads and all(reads)  # headers only: the 51 MB member was never decompressed

@@ -206,7 +206,7 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
              plot_format, html_path, multilabel, tag_separator, save_predictions, quiet):
     """Run the dual probe on EMBEDDINGS (N x D: .npy .npz .csv .tsv .parquet) and LABELS
     (N labels: .npy .npz .txt .csv .tsv .parquet) and print the summary."""
-    from probekit.data import is_layer_stack, load_embeddings
+    from probekit.data import count_rows, is_layer_stack, load_embeddings
     from probekit.dual import dual_probe
 
     progress = _Progress(not quiet)
@@ -245,12 +245,13 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
                 if not quiet:
                     click.echo(f"layer curve written to {path}", err=True)
         else:
-            X = load_embeddings(embeddings, key=key)
             y, y_test, tag_names, notes = _load_label_pair(
                 labels, test_labels, multilabel=multilabel, key=label_key, column=label_column,
                 separator=tag_separator)
             multilabel = tag_names is not None
-            _check_header_row(X, y, labels)
+            _check_rows(count_rows(embeddings, key=key), y, labels)  # before a large read
+            X = load_embeddings(embeddings, key=key)
+            _check_rows(X.shape[0], y, labels)
             X_test = None
             if test_embeddings is not None:
                 X_test = load_embeddings(test_embeddings, key=key)
@@ -356,7 +357,7 @@ def diagnose(embeddings, labels, metric, sample_size, seed, extra, backend, key,
         y = None
         if labels is not None:
             y = load_labels(labels, key=label_key, column=label_column)
-            _check_header_row(X, y, labels)
+            _check_rows(X.shape[0], y, labels)
         result = run_diagnose(X, y, metric=metric, sample_size=sample_size, seed=seed,
                               extra=[name.strip() for name in extra.split(",") if name.strip()],
                               backend=backend)
@@ -450,7 +451,7 @@ def tune(embeddings, labels, apply_paths, out_dir, objective, epochs, batch_size
                         "adapter settings": out_dir / "adapter.json"})
         X = load_embeddings(embeddings, key=key)
         y = load_labels(labels, column=label_column)
-        _check_header_row(X, y, labels)
+        _check_rows(X.shape[0], y, labels)
         check_lengths(X, y)
         applied = [(path, load_embeddings(path, key=key)) for path in apply_paths]
         for path, other in applied:
@@ -902,11 +903,15 @@ def _report_outputs(out, plots_dir, plot_format, html_path, figures) -> dict:
     return outputs
 
 
-def _check_header_row(X, y, labels: Path) -> None:
-    """A headerless .csv of labels loses its first label to the header: say so."""
-    if labels.suffix.lower() in (".csv", ".tsv") and len(y) == X.shape[0] - 1:
+def _check_rows(n_rows: int | None, y, labels: Path) -> None:
+    """Embeddings and labels must have as many rows (``n_rows`` None: not known yet); a
+    headerless .csv of labels, which loses its first label to the header, is named as such."""
+    if n_rows is None or n_rows == len(y):
+        return
+    if labels.suffix.lower() in (".csv", ".tsv") and len(y) == n_rows - 1:
         raise InputError(f"{labels.name} has one label fewer than the embeddings have rows: "
                          ".csv/.tsv labels need a header row (or use .txt, one label per line)")
+    raise InputError(f"embeddings have {n_rows} rows but {labels.name} holds {len(y)} labels")
 
 
 def _describe_file(path: Path) -> dict:

@@ -100,6 +100,23 @@ def load_layers(path: str | Path, *, key: str | None = None) -> tuple[list[np.nd
         f"layer {index}" for index in range(array.shape[0])]
 
 
+def count_rows(path: str | Path, *, key: str | None = None) -> int | None:
+    """The number of rows an ``.npy``/``.npz`` embedding file holds, read from its header alone
+    (nothing is decompressed or mapped); None for other formats. Lets a caller compare it with
+    the labels before loading a large file."""
+    path = Path(path)
+    if not path.is_file() or not path.stat().st_size:
+        return None
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        header = _npy_header(path)
+    elif suffix == ".npz":
+        header = _npz_header(path, key, _EMBEDDING_KEYS, "embeddings")
+    else:
+        return None
+    return header.shape[0] if header.ndim == 2 else None
+
+
 def _natural_key(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
