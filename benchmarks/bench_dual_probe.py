@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 import probekit  # noqa: E402
 from _data import make_embeddings  # noqa: E402
-from probekit.linear import DEFAULT_C_GRID  # noqa: E402
+from probekit.probes.linear import DEFAULT_C_GRID  # noqa: E402
 from probekit.splits import stratified_holdout  # noqa: E402
 
 

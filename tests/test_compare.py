@@ -12,7 +12,7 @@ from conftest import gaussian_classes
 from probekit.cli import cli
 from probekit.compare import compare_reports, mcnemar_exact, paired_difference_ci
 from probekit.errors import InputError
-from probekit.metrics import bootstrap_ci
+from probekit.probes.metrics import bootstrap_ci
 from probekit.report import Report
 
 

@@ -198,17 +198,17 @@ def test_kfold_summary_line():
 def count_searches(monkeypatch) -> list:
     """Record (queries, k) of every neighbour search, whoever calls it and however it imported
     ``search``: the backends' runners are looked up at each call, so patching them sees all."""
-    from probekit import neighbors
+    from probekit import neighbours
 
     calls = []
     for name in ("_search_faiss", "_search_numpy", "_search_torch"):
-        original = getattr(neighbors, name)
+        original = getattr(neighbours, name)
 
         def counting(queries, database, k, *args, _original=original):
             calls.append((len(queries), len(database), k))
             return _original(queries, database, k, *args)
 
-        monkeypatch.setattr(neighbors, name, counting)
+        monkeypatch.setattr(neighbours, name, counting)
     return calls
 
 

@@ -6,7 +6,8 @@ import pytest
 from sklearn.datasets import load_digits, load_iris
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
-from probekit import InputError, cka, clusters, diagnose, graph, pairwise, spectrum
+from probekit import InputError, cka, diagnose
+from probekit.geometry import clusters, graph, pairwise, spectrum
 from probekit.geometry import GOOD_DIRECTION
 
 
@@ -207,7 +208,7 @@ def test_nc1_equals_the_dense_pseudo_inverse_form():
 def test_circle_lattice_has_no_hubs():
     angles = np.linspace(0, 2 * np.pi, 200, endpoint=False)
     circle = np.column_stack([np.cos(angles), np.sin(angles)])
-    from probekit.neighbors import prepare_vectors, search
+    from probekit.neighbours import prepare_vectors, search
 
     vectors = prepare_vectors(circle, metric="euclidean")
     found = search(vectors, vectors, 2, metric="euclidean", exclude_self=True)

@@ -4,7 +4,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from probekit import knn_probe
 from probekit.errors import InputError
-from probekit.knn import knn_votes, resolve_k
+from probekit.probes.knn import knn_votes, resolve_k
 
 
 def reference_votes(train, y_train, queries, k, temperature, *, metric="cosine", loo=False):

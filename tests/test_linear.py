@@ -6,7 +6,7 @@ from sklearn.preprocessing import StandardScaler
 from conftest import gaussian_classes
 from probekit import linear_probe
 from probekit.errors import InputError
-from probekit.linear import DEFAULT_C_GRID, fit_logistic, linear_predict, standardize
+from probekit.probes.linear import DEFAULT_C_GRID, fit_logistic, linear_predict, standardize
 
 
 def overlapping(n=3000, dim=32, n_classes=10, seed=0):
@@ -121,7 +121,7 @@ def test_string_labels_and_bad_calls():
 
 
 def test_lbfgs_solves_a_convex_quadratic():
-    from probekit.linear import lbfgs
+    from probekit.probes.linear import lbfgs
 
     rng = np.random.default_rng(0)
     M = rng.normal(size=(30, 30))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from probekit.metrics import (
+from probekit.probes.metrics import (
     accuracy,
     balanced_accuracy,
     bootstrap_ci,

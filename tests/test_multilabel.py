@@ -10,10 +10,10 @@ from click.testing import CliRunner
 import probekit
 from probekit.cli import cli
 from probekit.errors import InputError
-from probekit.graph import jaccard_similarity
-from probekit.linear import standardize
-from probekit.multilabel import fit_ovr_logistic, knn_tag_scores, neighbour_jaccard
-from probekit.tagging import mean_average_precision
+from probekit.geometry.graph import jaccard_similarity
+from probekit.probes.linear import standardize
+from probekit.probes.multilabel import fit_ovr_logistic, knn_tag_scores, neighbour_jaccard
+from probekit.probes.tagging import mean_average_precision
 
 
 def tagged(n=600, n_tags=6, dim=16, seed=0, noise=0.8):

@@ -10,9 +10,10 @@ from click.testing import CliRunner
 
 import probekit
 from conftest import gaussian_classes
-from probekit import Report, plots
+from probekit import Report
+from probekit.render import plots
 from probekit.cli import cli
-from probekit.html import _key_value_table, render, render_figures, write_html
+from probekit.render.html import _key_value_table, render, render_figures, write_html
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -117,7 +118,7 @@ def test_largest_confusions_and_recall():
 def test_confusion_pairs_equal_scikit_learn_and_stay_small():
     from sklearn.metrics import confusion_matrix
 
-    from probekit.metrics import confusion_pairs
+    from probekit.probes.metrics import confusion_pairs
 
     rng = np.random.default_rng(0)
     truth, predicted = rng.integers(0, 7, 500), rng.integers(0, 7, 500)
@@ -136,7 +137,7 @@ def test_the_confusion_figure_of_many_classes_shows_the_most_confused(report):
     predicted = truth.copy()
     predicted[::4] = (truth[::4] + 1) % n  # every class loses one of four samples...
     predicted[1:40:4] = 7  # ...and ten classes lose two
-    from probekit.metrics import confusion_pairs
+    from probekit.probes.metrics import confusion_pairs
 
     pairs = confusion_pairs(truth, predicted, n)
     info = dict(report.input, classes=[f"c{i}" for i in range(n)])
@@ -203,7 +204,7 @@ def test_default_evaluate_does_not_import_umap():
     code = ("import sys, numpy as np, probekit\n"
             "X = np.random.default_rng(0).normal(size=(60, 4)); y = np.arange(60) % 3\n"
             "probekit.dual_probe(X, y, k=(1, 3))\n"
-            "assert 'umap' not in sys.modules and 'probekit.plots' not in sys.modules\n")
+            "assert 'umap' not in sys.modules and 'probekit.render.plots' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

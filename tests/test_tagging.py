@@ -5,9 +5,9 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from probekit import tagging
+from probekit.probes import tagging
 from probekit.errors import InputError
-from probekit.tagging import (
+from probekit.probes.tagging import (
     TaggingScores,
     average_precision,
     bootstrap_map_ci,

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
 
-from probekit.multilabel import multilabel_probe  # noqa: E402
+from probekit.probes.multilabel import multilabel_probe  # noqa: E402
 from tuner.embed import embed  # noqa: E402
 from tuner.sampling import MPerClassSampler, ShuffledBatches  # noqa: E402
 from tuner.train import TrainConfig, fit  # noqa: E402

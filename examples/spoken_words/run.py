@@ -384,7 +384,7 @@ def paired_tests(seed: int, reports: dict) -> list[dict]:
 def knn_curves(reports: dict, path: Path) -> None:
     """kNN (weighted) accuracy against k of all four conditions, with the linear probe of each
     as a dashed line."""
-    from probekit.plots import OKABE_ITO, _pyplot, figure_style
+    from probekit.render.plots import OKABE_ITO, _pyplot, figure_style
 
     plt = _pyplot()
     with figure_style():
@@ -514,7 +514,7 @@ def main(argv=None) -> int:
     for name, reports in first.items():
         knn_curves(reports, args.out / f"knn_curves_{name}.png")
         if not args.quick:
-            from probekit.plots import projection
+            from probekit.render.plots import projection
 
             for condition, report in reports.items():
                 if "projection_xy" in report.arrays:

@@ -18,9 +18,9 @@ import numpy as np
 
 from probekit import __version__
 from probekit.errors import InputError, install_hint
-from probekit.knn import DEFAULT_K, DEFAULT_TEMPERATURE
-from probekit.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
-from probekit.neighbors import BACKENDS, METRICS
+from probekit.probes.knn import DEFAULT_K, DEFAULT_TEMPERATURE
+from probekit.probes.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
+from probekit.neighbours import BACKENDS, METRICS
 from probekit.report import write_atomically
 
 
@@ -221,7 +221,7 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
             raise InputError("give --test-embeddings and --test-labels together")
         if save_predictions and out is None:
             raise InputError("--save-predictions keeps them beside the --out report: give --out")
-        from probekit.plots import FIGURES
+        from probekit.render.plots import FIGURES
 
         _check_outputs([embeddings, labels, test_embeddings, test_labels,
                         *_globbed(embeddings), *_globbed(test_embeddings)],
@@ -239,7 +239,7 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
             if out is not None:
                 report.to_json(out)
             if plots_dir is not None:
-                from probekit.plots import write_layer_curve
+                from probekit.render.plots import write_layer_curve
 
                 path = write_layer_curve(report, plots_dir, fmt=plot_format)
                 if not quiet:
@@ -388,7 +388,7 @@ def plot(report_path, plots_dir, plot_format, html_path):
     try:
         if not report_path.is_file():
             raise InputError(f"report file not found: {report_path}")
-        from probekit.plots import FIGURES
+        from probekit.render.plots import FIGURES
 
         _check_outputs([report_path, report_path.with_suffix(".npz")],
                        _report_outputs(None, plots_dir, plot_format, html_path, FIGURES))
@@ -561,7 +561,7 @@ def _run_both(inputs, test_a, test_b, test_labels, *, key, label_key, label_colu
     """Both dual probes with one protocol (and per-sample predictions for single labels), and
     the CKA of the two spaces on their shared rows."""
     from probekit.arrays import to_float32
-    from probekit.cka import cka
+    from probekit.geometry.cka import cka
     from probekit.data import check_lengths, load_embeddings
     from probekit.dual import dual_probe
 
@@ -846,13 +846,13 @@ def _write_outputs(report, out, plots_dir, plot_format, html_path, quiet=False) 
     if out is not None:
         report.save(out)
     if plots_dir is not None:
-        from probekit.plots import write_figures
+        from probekit.render.plots import write_figures
 
         paths = write_figures(report, plots_dir, fmt=plot_format)
         if not quiet:
             click.echo(f"{len(paths)} figures written to {plots_dir}", err=True)
     if html_path is not None:
-        from probekit.html import write_html
+        from probekit.render.html import write_html
 
         write_html(report, html_path)
         if not quiet:

@@ -22,7 +22,7 @@ import numpy as np
 
 from probekit.errors import InputError
 from probekit.geometry import GOOD_DIRECTION
-from probekit.metrics import mcnemar_exact, paired_difference_ci
+from probekit.probes.metrics import mcnemar_exact, paired_difference_ci
 from probekit.report import Report
 
 PAIRING_KEYS = ("correct_linear", "correct_knn", "correct_knn_settings", "pairing_linear",

@@ -1,7 +1,7 @@
 """``dual_probe``: the linear probe and the kNN probe on one split, read together.
 
-Thin orchestration over :mod:`probekit.knn`, :mod:`probekit.linear`, :mod:`probekit.splits` and
-:mod:`probekit.metrics`: validate once at the door, encode the labels, make the split, run both
+Thin orchestration over :mod:`probekit.probes.knn`, :mod:`probekit.probes.linear`, :mod:`probekit.splits` and
+:mod:`probekit.probes.metrics`: validate once at the door, encode the labels, make the split, run both
 probes on the same train/test sets, bootstrap all accuracies with the same resamples, and
 assemble a :class:`~probekit.report.Report`.
 """
@@ -17,13 +17,13 @@ import numpy as np
 
 from probekit import __version__
 from probekit.arrays import unit_rows
-from probekit.clusters import class_means, nearest_means
+from probekit.geometry.clusters import class_means, nearest_means
 from probekit.compare import pairing_hash
 from probekit.data import check_dataset, check_same_dimensions, encode_labels
 from probekit.errors import InputError
 from probekit.geometry import Geometry, Graph, check_extras, check_sample_size
 from probekit.geometry import geometry as diagnostics
-from probekit.knn import (
+from probekit.probes.knn import (
     DEFAULT_K,
     DEFAULT_TEMPERATURE,
     READING_VOTE,
@@ -36,7 +36,7 @@ from probekit.knn import (
     resolve_k,
     score_knn,
 )
-from probekit.linear import (
+from probekit.probes.linear import (
     DEFAULT_C_GRID,
     DEFAULT_MAX_ITER,
     DEFAULT_TOL,
@@ -44,13 +44,13 @@ from probekit.linear import (
     LinearPredictions,
     linear_predict,
 )
-from probekit.metrics import (
+from probekit.probes.metrics import (
     bootstrap_ci,
     classification_scores,
     confusion_pairs,
     paired_comparison,
 )
-from probekit.neighbors import check_metric, check_representable, prepare_vectors
+from probekit.neighbours import check_metric, check_representable, prepare_vectors
 from probekit.report import SCORE_KEYS, Report
 from probekit.splits import check_class_sizes, stratified_holdout, stratified_kfold
 
@@ -101,7 +101,7 @@ def dual_probe(
     ----------
     X : (N, D) embeddings (array or memory map); y : (N,) labels, ints or strings, or an
         (N, C) 0/1 matrix of tags for multi-label data (then the probes and scores of
-        :mod:`probekit.multilabel`: mAP, ROC-AUC, d′, F1; a given test set or a random holdout).
+        :mod:`probekit.probes.multilabel`: mAP, ROC-AUC, d′, F1; a given test set or a random holdout).
     X_test, y_test : a given test split (the paper's setting). Without it, a stratified holdout
         of ``test_size`` is made, or stratified k-fold with ``folds``.
     k : k values of the kNN probe (those above the training size are dropped with a warning).
@@ -114,7 +114,7 @@ def dual_probe(
     test_size : test fraction of the holdout split.
     folds : number of stratified folds (mean ± std across folds; CI over pooled predictions).
     seed : seeds the split, the validation split and the bootstrap.
-    backend : neighbour-search backend (see :mod:`probekit.neighbors`).
+    backend : neighbour-search backend (see :mod:`probekit.neighbours`).
     n_bootstrap : bootstrap resamples of every accuracy CI.
     max_iter, tol : L-BFGS limits of each logistic-regression fit.
     geometry : add the geometry diagnostics (:func:`probekit.diagnose`) of the training rows,
@@ -122,7 +122,7 @@ def dual_probe(
         graph); under k-fold, of the first fold.
     geometry_sample : query sample of the pairwise diagnostics; extra : opt-in diagnostics.
     projection : also make the 2-D map of the figures (UMAP with the ``umap`` extra, else
-        PCA; see :func:`probekit.plots.project_2d`): slow the first time UMAP compiles.
+        PCA; see :func:`probekit.render.plots.project_2d`): slow the first time UMAP compiles.
     save_predictions : keep every test sample's correctness for each probe and setting in
         ``Report.arrays`` (saved in the ``.npz`` sidecar), so that two runs on the same test
         set can be compared with paired tests (:meth:`Report.compare`).
@@ -144,7 +144,7 @@ def dual_probe(
         for name, asked in unsupported.items():
             if asked:
                 raise InputError(f"{name} is not available for multi-label labels yet")
-        from probekit.multilabel import multilabel_probe
+        from probekit.probes.multilabel import multilabel_probe
 
         return multilabel_probe(
             X, y, X_test=X_test, Y_test=y_test, tags=None if tags is None else list(tags), k=k,
@@ -273,7 +273,7 @@ def dual_probe(
         "C_grid": list(linear_runs[0][0].C_grid), "val_size": val_size,
         "C_selection": "best accuracy on a stratified validation split of train "
                        "(ties: lower validation cross-entropy); refit on all of train",
-        "solver": "multinomial logistic regression, L-BFGS (probekit.linear.lbfgs), "
+        "solver": "multinomial logistic regression, L-BFGS (probekit.probes.linear.lbfgs), "
                   "float32 products",
         "max_iter": max_iter, "tol": tol,
         "bootstrap": {"resamples": n_bootstrap, "level": 0.95, "seed": seed},
@@ -285,7 +285,7 @@ def dual_probe(
         arrays.update(_prediction_arrays(knn_runs, linear_runs, units, encoding, loo=loo))
     if projection:
         tick = time.perf_counter()
-        from probekit.plots import project_2d
+        from probekit.render.plots import project_2d
 
         is_test = np.zeros(X.shape[0] + (0 if X_test is None else X_test.shape[0]), bool)
         if X_test is not None:
@@ -355,8 +355,8 @@ def _check_options(*, k, metric, temperature, C, val_size, test_size, folds, loo
 
 def _linear_vs_knn(knn_runs, linear_runs, units, *, loo: bool, n_bootstrap: int,
                    seed: int) -> dict:
-    """The linear probe against the fixed kNN setting (:data:`probekit.knn.READING_VOTE` at
-    :func:`probekit.knn.reading_k`) on the test rows both classified: McNemar's exact test
+    """The linear probe against the fixed kNN setting (:data:`probekit.probes.knn.READING_VOTE` at
+    :func:`probekit.probes.knn.reading_k`) on the test rows both classified: McNemar's exact test
     and the paired bootstrap CI of ``knn − linear``. Under leave-one-out the kNN probe
     classified every row, the linear probe the holdout's test rows: those are compared."""
     ks = knn_runs[0][0].k
@@ -379,7 +379,7 @@ def _linear_vs_knn(knn_runs, linear_runs, units, *, loo: bool, n_bootstrap: int,
 def _figure_arrays(knn_runs, linear_runs, best: dict, n_classes: int, shape,
                    order: np.ndarray) -> dict:
     """The arrays the figures need: the confusion matrices of the linear probe and of the best
-    kNN setting (pooled over folds; :func:`probekit.metrics.confusion_pairs` in display
+    kNN setting (pooled over folds; :func:`probekit.probes.metrics.confusion_pairs` in display
     ``order``), and the geometry's spectrum, k-occurrences and similarity histograms."""
     shown_as = np.empty_like(order)  # code -> its place in display order
     shown_as[order] = np.arange(len(order))

@@ -13,7 +13,7 @@ transformer on waveforms), on the CPU or a GPU, in one process or under
         checkpoints keep the last finite epoch
         every ``probe_every`` epochs: embed the validation set (and a sample of the training
         set) and run probekit's kNN and linear probes (single-label: accuracy; multi-label:
-        mAP of probekit.multilabel); keep the best checkpoint by ``probe_metric`` (default:
+        mAP of probekit.probes.multilabel); keep the best checkpoint by ``probe_metric`` (default:
         weighted kNN at k = 20)
         checkpoint (``last.pt``, ``best.pt``), a log line, ``log.json``
 
@@ -453,7 +453,7 @@ def probe_scores(model: EncoderWithHead, train_set, val_set, config: TrainConfig
 
     Single-label data: accuracies of the kNN probe (both votes at k = 1, 5, 10, 20 and the k of
     ``probe_metric``) and of the linear probe. Multi-label data (``(N, C)`` targets): the mAP
-    of probekit's multi-label probes (:func:`probekit.multilabel.multilabel_probe`: the
+    of probekit's multi-label probes (:func:`probekit.probes.multilabel.multilabel_probe`: the
     similarity-weighted kNN tag scores at those k, under the names ``knn_weighted@K``, and the
     one-vs-rest linear probe, ``linear``), without the geometry diagnostics.
     """
@@ -494,7 +494,7 @@ def _multilabel_scores(train_rows: np.ndarray, y_train: np.ndarray, val_rows: np
                        y_val: np.ndarray, ks: list[int], config: TrainConfig) -> dict[str, float]:
     """mAP of probekit's multi-label kNN (weighted vote, every k that fits) and linear probes,
     scored on the validation rows (see :func:`probe_scores`)."""
-    from probekit.multilabel import multilabel_probe
+    from probekit.probes.multilabel import multilabel_probe
 
     report = multilabel_probe(train_rows, y_train, X_test=val_rows, Y_test=y_val, k=ks,
                               seed=config.seed, n_bootstrap=10, geometry=False)

@@ -24,7 +24,7 @@ def gram_spectrum(X: np.ndarray, shifted_gram: np.ndarray | None = None,
     ``(Z − m)ᵀ(Z − m) = G' − t tᵀ/N`` and ``ZᵀZ = G' + s tᵀ + t sᵀ + N s sᵀ`` with
     ``t = Σ(z − s)``, so data far from the origin keeps its small eigenvalues.
     ``shifted_gram``, ``shift`` and the column sums ``total`` may come from
-    :func:`probekit.clusters.class_sums`; when N < D the N x N Gram is used instead.
+    :func:`probekit.geometry.clusters.class_sums`; when N < D the N x N Gram is used instead.
     """
     n, dim = X.shape
     if n >= dim:

@@ -1,9 +1,9 @@
 """Geometry diagnostics: why a space classifies as well as it does.
 
 :func:`diagnose` computes the default set of ``geometry-reference.md`` from three shared passes:
-streamed per-class sums in float64 (:mod:`probekit.clusters`, :mod:`probekit.spectrum`), one
-neighbour graph (:mod:`probekit.graph`: the kNN probe's own when called from ``dual_probe``)
-and seeded query samples against all rows (:mod:`probekit.pairwise`).
+streamed per-class sums in float64 (:mod:`probekit.geometry.clusters`, :mod:`probekit.geometry.spectrum`), one
+neighbour graph (:mod:`probekit.geometry.graph`: the kNN probe's own when called from ``dual_probe``)
+and seeded query samples against all rows (:mod:`probekit.geometry.pairwise`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probekit import clusters, graph, pairwise, spectrum
+from probekit.geometry import clusters, graph, pairwise, spectrum
 from probekit.arrays import unit_rows
 from probekit.data import check_embeddings, check_labels, check_lengths, encode_labels
 from probekit.errors import InputError
-from probekit.neighbors import Neighbors, check_metric, prepare_vectors, search
+from probekit.neighbours import Neighbours, check_metric, prepare_vectors, search
 
 NEIGHBOURHOOD_K = 10
 MLE_K = 20
@@ -51,7 +51,7 @@ class Graph:
     ``leave_one_out`` graphs have the queries equal to the database, self removed by index.
     """
 
-    neighbors: Neighbors
+    neighbours: Neighbours
     queries: np.ndarray
     database: np.ndarray
     query_codes: np.ndarray | None
@@ -146,7 +146,7 @@ def diagnose(
     backend : neighbour-search backend of the one graph search (k = 10, or 20 with
         ``mle_intrinsic_dim``), leave-one-out.
     tags : (N, C) bool tags of multi-label data: adds ``neighbour_jaccard`` from the same
-        graph (:func:`probekit.graph.neighbour_jaccard` over the 10 nearest other rows).
+        graph (:func:`probekit.geometry.graph.neighbour_jaccard` over the 10 nearest other rows).
 
     Returns
     -------
@@ -266,10 +266,10 @@ def geometry(
         "metric": graph.metric, "sample_size": int(len(sample)), "seed": seed,
         "uniformity_rows": int(len(pairs)),
         "map_at_r_queries": int(min(len(sample), RETRIEVAL_MAX)) if labelled else 0,
-        "k": min(NEIGHBOURHOOD_K, graph.neighbors.indices.shape[1]),
+        "k": min(NEIGHBOURHOOD_K, graph.neighbours.indices.shape[1]),
         "graph": "leave-one-out over the rows" if graph.leave_one_out
         else "queries (test) -> these rows (train)",
-        "n_graph_queries": int(graph.neighbors.indices.shape[0]),
+        "n_graph_queries": int(graph.neighbours.indices.shape[0]),
         "extra": list(extra),
         **graph_protocol,
     }
@@ -283,7 +283,7 @@ def geometry(
 
 def _graph_values(g: Graph, n: int, labelled: bool, extra, sample: np.ndarray,
                   backend: str, notes: list[str], protocol: dict, arrays: dict) -> dict:
-    indices = g.neighbors.indices
+    indices = g.neighbours.indices
     k = min(NEIGHBOURHOOD_K, indices.shape[1])
     out = {}
     if labelled and g.query_codes is not None and g.database_codes is not None:
@@ -324,7 +324,7 @@ def _hubness(g: Graph, n: int, k: int, sample: np.ndarray, backend: str,
     it is one, else one over the seeded sample of rows (k = 10)."""
     if g.leave_one_out:
         protocol["hubness_graph"] = f"leave-one-out over all {n} rows"
-        occurrences = graph.k_occurrence(g.neighbors.indices, n, k)
+        occurrences = graph.k_occurrence(g.neighbours.indices, n, k)
         return graph.hubness(occurrences), occurrences
     rows = g.database[sample]
     k = min(NEIGHBOURHOOD_K, len(sample) - 1)

@@ -43,7 +43,7 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
-class Neighbors:
+class Neighbours:
     """Result of :func:`search`.
 
     Attributes
@@ -182,7 +182,7 @@ def search(
     exclude_self: bool = False,
     backend: str = "auto",
     progress: Progress | None = None,
-) -> Neighbors:
+) -> Neighbours:
     """Exact k nearest neighbours of every query row in ``database``.
 
     Parameters
@@ -232,7 +232,7 @@ def search(
         sims = scores
     if exclude_self:
         sims, idx = _drop_self(sims, idx)
-    return Neighbors(np.ascontiguousarray(sims, np.float32), idx.astype(np.int64), name)
+    return Neighbours(np.ascontiguousarray(sims, np.float32), idx.astype(np.int64), name)
 
 
 def _drop_self(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from conftest import torch_available
-from probekit import neighbors
+from probekit import neighbours
 from probekit.errors import InputError
 
 CPU_BACKENDS = ["faiss-cpu", "numpy"] + (["torch"] if torch_available() else [])
@@ -23,9 +23,9 @@ def brute_force(queries, database, k, metric):
 @pytest.mark.parametrize("metric", ["cosine", "ip", "euclidean"])
 def test_search_matches_brute_force(backend, metric):
     rng = np.random.default_rng(1)
-    database = neighbors.prepare_vectors(rng.normal(size=(300, 12)), metric=metric)
-    queries = neighbors.prepare_vectors(rng.normal(size=(40, 12)), metric=metric)
-    found = neighbors.search(queries, database, 7, metric=metric, backend=backend)
+    database = neighbours.prepare_vectors(rng.normal(size=(300, 12)), metric=metric)
+    queries = neighbours.prepare_vectors(rng.normal(size=(40, 12)), metric=metric)
+    found = neighbours.search(queries, database, 7, metric=metric, backend=backend)
     ref_sims, ref_idx = brute_force(queries, database, 7, metric)
     assert found.backend == backend
     assert found.similarities.dtype == np.float32 and found.indices.dtype == np.int64
@@ -37,8 +37,8 @@ def test_search_matches_brute_force(backend, metric):
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_k_equal_to_database_size(backend):
     rng = np.random.default_rng(2)
-    database = neighbors.prepare_vectors(rng.normal(size=(9, 4)), metric="cosine")
-    found = neighbors.search(database[:3], database, 9, backend=backend)
+    database = neighbours.prepare_vectors(rng.normal(size=(9, 4)), metric="cosine")
+    found = neighbours.search(database[:3], database, 9, backend=backend)
     assert sorted(found.indices[0].tolist()) == list(range(9))
 
 
@@ -46,8 +46,8 @@ def test_k_equal_to_database_size(backend):
 def test_exclude_self_removes_own_index_but_keeps_duplicates(backend):
     rng = np.random.default_rng(3)
     base = rng.normal(size=(20, 6))
-    vectors = neighbors.prepare_vectors(np.vstack([base, base[:5]]), metric="cosine")
-    found = neighbors.search(vectors, vectors, 3, metric="cosine", exclude_self=True,
+    vectors = neighbours.prepare_vectors(np.vstack([base, base[:5]]), metric="cosine")
+    found = neighbours.search(vectors, vectors, 3, metric="cosine", exclude_self=True,
                              backend=backend)
     rows = np.arange(len(vectors))
     assert not (found.indices == rows[:, None]).any()
@@ -59,8 +59,8 @@ def test_exclude_self_removes_own_index_but_keeps_duplicates(backend):
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_exclude_self_with_more_duplicates_than_k(backend):
-    vectors = neighbors.prepare_vectors(np.ones((6, 3)), metric="cosine")
-    found = neighbors.search(vectors, vectors, 2, exclude_self=True, backend=backend)
+    vectors = neighbours.prepare_vectors(np.ones((6, 3)), metric="cosine")
+    found = neighbours.search(vectors, vectors, 2, exclude_self=True, backend=backend)
     assert found.indices.shape == (6, 2)
     for i in range(6):
         assert i not in found.indices[i]
@@ -71,36 +71,36 @@ def test_zero_rows_under_cosine_are_named():
     X = np.ones((5, 3))
     X[[1, 3]] = 0
     with pytest.raises(InputError, match="2 of 5 rows are all zeros"):
-        neighbors.prepare_vectors(X, metric="cosine")
-    assert neighbors.prepare_vectors(X, metric="euclidean").dtype == np.float32
+        neighbours.prepare_vectors(X, metric="cosine")
+    assert neighbours.prepare_vectors(X, metric="euclidean").dtype == np.float32
 
 
 def test_prepare_normalises_and_selects_rows():
     rng = np.random.default_rng(4)
     X = rng.normal(size=(10, 5))
     rows = np.array([7, 2, 2])
-    out = neighbors.prepare_vectors(X, rows, metric="cosine")
+    out = neighbours.prepare_vectors(X, rows, metric="cosine")
     expected = X[rows] / np.linalg.norm(X[rows], axis=1, keepdims=True)
     np.testing.assert_allclose(out, expected, rtol=1e-6)
 
 
 def test_bad_arguments():
-    vectors = neighbors.prepare_vectors(np.eye(4), metric="cosine")
+    vectors = neighbours.prepare_vectors(np.eye(4), metric="cosine")
     with pytest.raises(InputError, match="k=5"):
-        neighbors.search(vectors, vectors, 5)
+        neighbours.search(vectors, vectors, 5)
     with pytest.raises(InputError, match="k=4"):
-        neighbors.search(vectors, vectors, 4, exclude_self=True)
+        neighbours.search(vectors, vectors, 4, exclude_self=True)
     with pytest.raises(InputError, match="unknown metric"):
-        neighbors.search(vectors, vectors, 1, metric="manhattan")
+        neighbours.search(vectors, vectors, 1, metric="manhattan")
     with pytest.raises(InputError, match="unknown search backend"):
-        neighbors.search(vectors, vectors, 1, backend="annoy")
+        neighbours.search(vectors, vectors, 1, backend="annoy")
     with pytest.raises(InputError, match="dimensions"):
-        neighbors.search(vectors[:, :3], vectors, 1)
+        neighbours.search(vectors[:, :3], vectors, 1)
 
 
 def test_auto_prefers_faiss_on_cpu():
-    assert neighbors.resolve_backend("auto") in ("faiss-cpu", "faiss-gpu", "torch")
-    assert "numpy" in neighbors.available_backends()
+    assert neighbours.resolve_backend("auto") in ("faiss-cpu", "faiss-gpu", "torch")
+    assert "numpy" in neighbours.available_backends()
 
 
 @pytest.mark.skipif(not torch_available(), reason="torch not installed")
@@ -110,9 +110,9 @@ def test_torch_on_cuda_when_present():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     rng = np.random.default_rng(5)
-    database = neighbors.prepare_vectors(rng.normal(size=(5000, 32)), metric="cosine")
-    found = neighbors.search(database[:100], database, 10, backend="torch")
-    ref = neighbors.search(database[:100], database, 10, backend="numpy")
+    database = neighbours.prepare_vectors(rng.normal(size=(5000, 32)), metric="cosine")
+    found = neighbours.search(database[:100], database, 10, backend="torch")
+    ref = neighbours.search(database[:100], database, 10, backend="numpy")
     np.testing.assert_array_equal(found.indices, ref.indices)
 
 
@@ -121,8 +121,8 @@ def test_euclidean_is_exact_on_data_far_from_the_origin(backend):
     rng = np.random.default_rng(6)
     database = rng.normal(size=(400, 16)) + 3000.0
     queries = rng.normal(size=(50, 16)) + 3000.0
-    found = neighbors.search(neighbors.prepare_vectors(queries, metric="euclidean"),
-                             neighbors.prepare_vectors(database, metric="euclidean"), 5,
+    found = neighbours.search(neighbours.prepare_vectors(queries, metric="euclidean"),
+                             neighbours.prepare_vectors(database, metric="euclidean"), 5,
                              metric="euclidean", backend=backend)
     _, ref_idx = brute_force(queries, database, 5, "euclidean")
     assert np.mean(found.indices[:, 0] == ref_idx[:, 0]) > 0.95

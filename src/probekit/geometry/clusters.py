@@ -63,7 +63,7 @@ def class_sums(X: np.ndarray, codes: np.ndarray, n_classes: int,
     normalised rows already).
 
     Returns ``(sums, shifted_gram, shift)``; the shift keeps the centred spectrum exact for
-    data far from the origin (see :func:`probekit.spectrum.gram_spectrum`).
+    data far from the origin (see :func:`probekit.geometry.spectrum.gram_spectrum`).
     """
     dim = X.shape[1]
     sums = np.zeros((n_classes, dim))

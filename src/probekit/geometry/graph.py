@@ -13,10 +13,10 @@ import numpy as np
 from probekit.arrays import row_chunks
 
 
-def neighbourhood_hit(neighbor_codes: np.ndarray, query_codes: np.ndarray, k: int) -> float:
+def neighbourhood_hit(neighbour_codes: np.ndarray, query_codes: np.ndarray, k: int) -> float:
     """Mean share of a query's k nearest neighbours that carry its label (Paulovich et al. 2008,
     "neighbourhood hit"); range [0, 1], high is good."""
-    return float(np.mean(neighbor_codes[:, :k] == query_codes[:, None]))
+    return float(np.mean(neighbour_codes[:, :k] == query_codes[:, None]))
 
 
 def jaccard_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -27,15 +27,15 @@ def jaccard_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, shared / np.maximum(union, 1), 1.0)
 
 
-def neighbour_jaccard(neighbor_indices: np.ndarray, query_tags: np.ndarray,
+def neighbour_jaccard(neighbour_indices: np.ndarray, query_tags: np.ndarray,
                       database_tags: np.ndarray) -> float:
     """Multi-label neighbourhood agreement: the mean Jaccard similarity between each query's
-    tag set and those of its neighbours (``neighbor_indices`` (n, k) into the database), in
+    tag set and those of its neighbours (``neighbour_indices`` (n, k) into the database), in
     row chunks. The multi-label counterpart of :func:`neighbourhood_hit`; 1 when every
     neighbour carries exactly the query's tags."""
-    total, n, k = 0.0, *neighbor_indices.shape
+    total, n, k = 0.0, *neighbour_indices.shape
     for start, stop in row_chunks(n, k * database_tags.shape[1]):
-        neighbours = database_tags[neighbor_indices[start:stop]]
+        neighbours = database_tags[neighbour_indices[start:stop]]
         queries = np.broadcast_to(query_tags[start:stop, None, :], neighbours.shape)
         total += float(jaccard_similarity(queries, neighbours).sum())
     return total / (n * k)

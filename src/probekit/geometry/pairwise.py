@@ -23,7 +23,7 @@ def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
 def uniformity(unit: np.ndarray, t: float = 2.0) -> float:
     """Wang & Isola (ICML 2020) uniformity ``log mean_{i<j} exp(−t‖ẑᵢ − ẑⱼ‖²)`` over all pairs
     of the given L2-normalised rows. Lower is more uniform; depends on D (see
-    :func:`probekit.spectrum.uniform_sphere_uniformity`). With ‖ẑᵢ − ẑⱼ‖² = 2 − 2 cos every
+    :func:`probekit.geometry.spectrum.uniform_sphere_uniformity`). With ‖ẑᵢ − ẑⱼ‖² = 2 − 2 cos every
     term lies in [e^{−4t}, 1], so the float64 sum needs no log-sum-exp shift; the mean over
     ordered pairs i ≠ j equals the mean over unordered ones.
     """
@@ -101,7 +101,7 @@ def retrieval(unit: np.ndarray, codes: np.ndarray, queries: np.ndarray, *,
     MAP@R = (1/R) Σ_{r≤R} P(r)·rel(r). Range [0, 1], high is good; queries of singleton
     classes are skipped. The ranking is one exact top-(R_max + 1) search of the queries.
     """
-    from probekit.neighbors import available_backends, resolve_backend, search
+    from probekit.neighbours import available_backends, resolve_backend, search
 
     counts = np.bincount(codes)
     depth = int(counts.max()) - 1

@@ -33,7 +33,7 @@ import numpy as np
 from probekit.arrays import float32_limit, row_blocks
 from probekit.data import check_dataset, check_same_dimensions, encode_labels
 from probekit.errors import InputError
-from probekit.metrics import ClassificationScores, bootstrap_ci, classification_scores
+from probekit.probes.metrics import ClassificationScores, bootstrap_ci, classification_scores
 from probekit.splits import stratified_holdout
 
 DEFAULT_C_GRID = tuple(float(c) for c in np.logspace(-4, 4, 9))

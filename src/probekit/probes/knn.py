@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probekit import neighbors
+from probekit import neighbours
 from probekit.data import check_dataset, check_same_dimensions, encode_labels
 from probekit.errors import InputError
-from probekit.metrics import ClassificationScores, bootstrap_ci, classification_scores
+from probekit.probes.metrics import ClassificationScores, bootstrap_ci, classification_scores
 
 DEFAULT_K = (1, 5, 10, 20, 50, 100)
 DEFAULT_TEMPERATURE = 0.07
@@ -57,7 +57,7 @@ class KNNPredictions:
     predictions: dict[str, np.ndarray]
     true_rank: dict[str, np.ndarray] | None
     backend: str
-    graph: neighbors.Neighbors | None = field(default=None, repr=False, compare=False)
+    graph: neighbours.Neighbours | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,8 @@ def resolve_k(k: Iterable[int], n_candidates: int) -> tuple[tuple[int, ...], lis
 
 
 def knn_votes(
-    neighbor_labels: np.ndarray,
-    neighbor_similarities: np.ndarray,
+    neighbour_labels: np.ndarray,
+    neighbour_similarities: np.ndarray,
     *,
     n_classes: int,
     k: tuple[int, ...],
@@ -136,8 +136,8 @@ def knn_votes(
 
     Parameters
     ----------
-    neighbor_labels : (n, k_max) class codes of each query's neighbours, nearest first.
-    neighbor_similarities : (n, k_max) their similarities, non-increasing along each row.
+    neighbour_labels : (n, k_max) class codes of each query's neighbours, nearest first.
+    neighbour_similarities : (n, k_max) their similarities, non-increasing along each row.
     n_classes : number of class codes (codes are ``0..n_classes-1``).
     k : ascending k values, each at most ``k_max``.
     temperature : T of the weighted vote.
@@ -149,12 +149,12 @@ def knn_votes(
     """
     if not (np.isfinite(temperature) and temperature > 0):
         raise InputError(f"temperature must be a positive number, got {temperature}")
-    n, k_max = neighbor_labels.shape
+    n, k_max = neighbour_labels.shape
     position = {value: i for i, value in enumerate(k)}
     predictions = {vote: np.empty((len(k), n), dtype=np.int64) for vote in VOTES}
     ranks = None if y_true is None else {vote: np.empty((len(k), n)) for vote in VOTES}
     weights = np.exp(
-        (neighbor_similarities.astype(np.float64) - neighbor_similarities[:, :1]) / temperature
+        (neighbour_similarities.astype(np.float64) - neighbour_similarities[:, :1]) / temperature
     )
     block = max(1, _VOTE_ELEMENTS // max(1, n_classes))
     for start in range(0, n, block):
@@ -163,7 +163,7 @@ def knn_votes(
         counts = np.zeros((stop - start, n_classes))
         weight_sums = np.zeros((stop - start, n_classes))
         first_seen = np.full((stop - start, n_classes), k_max, dtype=np.int64)
-        labels = neighbor_labels[start:stop]
+        labels = neighbour_labels[start:stop]
         for j in range(max(k)):
             column = labels[:, j]
             counts[rows, column] += 1.0
@@ -208,15 +208,15 @@ def knn_predict(
     temperature: float = DEFAULT_TEMPERATURE,
     query_codes: np.ndarray | None = None,
     backend: str = "auto",
-    progress: neighbors.Progress | None = None,
+    progress: neighbours.Progress | None = None,
 ) -> KNNPredictions:
     """Search once for ``max(k)`` neighbours and vote for every k.
 
-    ``train`` and ``queries`` come from :func:`probekit.neighbors.prepare_vectors`;
+    ``train`` and ``queries`` come from :func:`probekit.neighbours.prepare_vectors`;
     ``queries=None`` is leave-one-out over ``train`` (each row classified by the others).
     """
     loo = queries is None
-    found = neighbors.search(
+    found = neighbours.search(
         train if loo else queries, train, max(k), metric=metric, exclude_self=loo,
         backend=backend, progress=progress,
     )
@@ -279,7 +279,7 @@ def knn_probe(
     metric : ``"cosine"`` (default, rows L2-normalised), ``"euclidean"`` or ``"ip"``.
     temperature : T of the weighted vote ``exp(s / T)``.
     loo : leave-one-out over ``X_train``; a row's exact duplicates still count as neighbours.
-    backend : neighbour-search backend (see :mod:`probekit.neighbors`).
+    backend : neighbour-search backend (see :mod:`probekit.neighbours`).
     n_bootstrap, seed : bootstrap resamples of the accuracy CI and their seed.
 
     Returns
@@ -297,8 +297,8 @@ def knn_probe(
         check_same_dimensions(X_train, X_test)
     encoding = encode_labels(y_train, None if loo else y_test)
     ks, notes = resolve_k(k, X_train.shape[0] - 1 if loo else X_train.shape[0])
-    train = neighbors.prepare_vectors(X_train, metric=metric)
-    queries = None if loo else neighbors.prepare_vectors(X_test, metric=metric)
+    train = neighbours.prepare_vectors(X_train, metric=metric)
+    queries = None if loo else neighbours.prepare_vectors(X_test, metric=metric)
     y_true = encoding.train if loo else encoding.test
     n_classes = len(encoding.classes)
     predicted = knn_predict(

@@ -10,7 +10,7 @@ Labels are an (N, C) 0/1 matrix of tags. The two probes:
   independent, so the joint minimiser is every tag's own); C is swept on a seeded validation
   split of train and chosen by validation mAP, then refitted on all of train.
 
-Both are scored by :mod:`probekit.tagging`: mAP with a bootstrap CI, ROC-AUC and d′, micro and
+Both are scored by :mod:`probekit.probes.tagging`: mAP with a bootstrap CI, ROC-AUC and d′, micro and
 macro F1 at 0.5 and at per-tag thresholds tuned for F1 on the validation split. Tags that never
 occur in training cannot be learned and are left out (with a warning); tags without a positive
 in the test set are listed in the warnings and not averaged.
@@ -28,15 +28,16 @@ import time
 import numpy as np
 from scipy.special import expit
 
-from probekit import __version__, graph, pairwise
+from probekit import __version__
+from probekit.geometry import graph, pairwise
 from probekit.data import check_embeddings, check_same_dimensions
 from probekit.errors import InputError
 from probekit.geometry import NEIGHBOURHOOD_K, diagnose
-from probekit.knn import reading_k, resolve_k
-from probekit.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, lbfgs, standardize
-from probekit.neighbors import check_metric, check_representable, prepare_vectors, search
+from probekit.probes.knn import reading_k, resolve_k
+from probekit.probes.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, lbfgs, standardize
+from probekit.neighbours import check_metric, check_representable, prepare_vectors, search
 from probekit.report import Report
-from probekit.tagging import (
+from probekit.probes.tagging import (
     mean_average_precision,
     paired_map_difference,
     tagging_scores,
@@ -60,7 +61,7 @@ def check_tags(Y, *, name: str = "labels") -> np.ndarray:
     return Y.astype(bool)
 
 
-def knn_tag_scores(neighbor_indices: np.ndarray, neighbor_similarities: np.ndarray,
+def knn_tag_scores(neighbour_indices: np.ndarray, neighbour_similarities: np.ndarray,
                    train_tags: np.ndarray, k: tuple[int, ...],
                    temperature: float = DEFAULT_TEMPERATURE) -> dict[int, np.ndarray]:
     """Tag scores of every query for every k: ``{k: (n, C) float32}``.
@@ -71,15 +72,15 @@ def knn_tag_scores(neighbor_indices: np.ndarray, neighbor_similarities: np.ndarr
     """
     if not (np.isfinite(temperature) and temperature > 0):
         raise InputError(f"temperature must be a positive number, got {temperature}")
-    weights = np.exp((neighbor_similarities.astype(np.float64)
-                      - neighbor_similarities[:, :1]) / temperature)
+    weights = np.exp((neighbour_similarities.astype(np.float64)
+                      - neighbour_similarities[:, :1]) / temperature)
     tags = train_tags.astype(np.float32)
     wanted = set(k)
     out = {}
-    total = np.zeros((len(neighbor_indices), tags.shape[1]), dtype=np.float64)
-    weight_sum = np.zeros(len(neighbor_indices))
+    total = np.zeros((len(neighbour_indices), tags.shape[1]), dtype=np.float64)
+    weight_sum = np.zeros(len(neighbour_indices))
     for j in range(max(k)):
-        total += weights[:, j, None] * tags[neighbor_indices[:, j]]
+        total += weights[:, j, None] * tags[neighbour_indices[:, j]]
         weight_sum += weights[:, j]
         if j + 1 in wanted:
             out[j + 1] = (total / weight_sum[:, None]).astype(np.float32)
@@ -173,7 +174,7 @@ def neighbour_jaccard(X, tags: np.ndarray, *, k: int = NEIGHBOURHOOD_K, metric: 
                       sample_size: int = 5000, seed: int = 0, backend: str = "auto") -> float:
     """Multi-label neighbourhood agreement: the mean Jaccard similarity between a row's tag set
     and those of its ``k`` nearest other rows (leave-one-out), over a seeded sample of at most
-    ``sample_size`` query rows: :func:`probekit.graph.neighbour_jaccard` after its own search
+    ``sample_size`` query rows: :func:`probekit.geometry.graph.neighbour_jaccard` after its own search
     (:func:`probekit.dual_probe` takes it from the geometry's graph instead)."""
     vectors = prepare_vectors(X, metric=metric)
     k = min(k, len(vectors) - 1)
@@ -339,7 +340,7 @@ def multilabel_probe(X, Y, *, X_test=None, Y_test=None, tags=None, k=(1, 5, 10, 
         "C_grid": linear["C_grid"], "val_size": val_size,
         "C_selection": "best validation mAP on a seeded random split of train (ties: lower "
                        "validation log-loss); refit on all of train",
-        "solver": "one-vs-rest logistic regression, L-BFGS (probekit.linear.lbfgs)",
+        "solver": "one-vs-rest logistic regression, L-BFGS (probekit.probes.linear.lbfgs)",
         "thresholds": "per tag, tuned for F1 on the validation split (kNN: validation rows "
                       "against the rest of train)",
         "max_iter": max_iter, "tol": tol,

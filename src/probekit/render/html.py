@@ -113,7 +113,7 @@ def write_html(report: Report, path, *, figures: dict[str, bytes] | None = None)
 
 def render_figures(report: Report, dpi: int = 110) -> dict[str, bytes]:
     """Every figure the report has data for, as PNG bytes."""
-    from probekit import plots
+    from probekit.render import plots
 
     plt = plots._pyplot()
     out = {}
@@ -133,7 +133,7 @@ def render_figures(report: Report, dpi: int = 110) -> dict[str, bytes]:
 def _confusions(report: Report) -> str:
     """The largest confusions of the better probe, in words (the matrix stops naming classes
     above 50 of them)."""
-    from probekit.plots import _better_probe, confusion_phrase, largest_confusions
+    from probekit.render.plots import _better_probe, confusion_phrase, largest_confusions
 
     key, title = _better_probe(report)
     if key not in report.arrays:

@@ -60,7 +60,7 @@ def project_2d(X: np.ndarray, codes: np.ndarray, is_test: np.ndarray, *, seed: i
     the L2-normalised rows.
 
     Above ``max_points`` rows a stratified seeded sample is drawn. UMAP is given the exact cosine
-    neighbours (:func:`probekit.neighbors.search`) rather than searching for them itself, and
+    neighbours (:func:`probekit.neighbours.search`) rather than searching for them itself, and
     numba's on-disk cache is turned on for its kernels (:func:`cache_umap_kernels`). The
     trustworthiness of the map (scikit-learn, 5 neighbours, on at most 2000 of the drawn
     points) says how far to trust it. Returns ``(arrays, info)``: ``projection_xy``,
@@ -127,7 +127,7 @@ def _cosine_neighbours(data: np.ndarray, k: int) -> tuple:
     umap-learn's own search returns them); ``(None, None, None)``, umap-learn's "search
     yourself", when some row is all zeros."""
     from probekit.errors import InputError
-    from probekit.neighbors import prepare_vectors, search
+    from probekit.neighbours import prepare_vectors, search
 
     try:
         vectors = prepare_vectors(data, metric="cosine")
@@ -338,7 +338,7 @@ def _spread(ax, labels: list, step: float, tries: int = 6) -> None:
         placed.append(box)
 
 
-umap = projection  # the name the issue and the README use: probekit.plots.umap(report)
+umap = projection  # the name the issue and the README use: probekit.render.plots.umap(report)
 
 
 def knn_curve(report):
