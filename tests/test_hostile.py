@@ -104,7 +104,7 @@ def test_text_labels_keep_quotes_and_refuse_control_characters(tmp_path):
 
 
 def test_object_labels_with_a_trailing_nul_are_refused_not_merged():
-    from probekit.data import check_labels
+    from probekit.validate import check_labels
 
     with pytest.raises(InputError, match="control characters"):
         check_labels(np.array(["a\x00", "a", "b"], dtype=object))

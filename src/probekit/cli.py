@@ -18,9 +18,9 @@ import numpy as np
 
 from probekit import __version__
 from probekit.errors import InputError, install_hint
+from probekit.neighbours import BACKENDS, METRICS
 from probekit.probes.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 from probekit.probes.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
-from probekit.neighbours import BACKENDS, METRICS
 from probekit.report import write_atomically
 
 
@@ -97,8 +97,8 @@ def demo(out_dir, figures, quiet):
     embedded by the GE2E speech encoder before and after SupCon fine-tuning (held-out voices
     as the test set). Prints the tuned space's summary and the paired comparison of the two
     spaces, and writes reports, figures and HTML to --out. No download, no torch."""
-    from probekit.compare import comparison_markdown
     from probekit.demo import SPACES, TITLES, data_path, run_demo
+    from probekit.render.text import comparison_markdown
 
     progress = _Progress(not quiet)
     try:
@@ -367,7 +367,9 @@ def diagnose(embeddings, labels, metric, sample_size, seed, extra, backend, key,
         _fail(str(error))
     except OSError as error:
         _fail_os(error)
-    click.echo(result.to_markdown(f"Geometry of {embeddings.name}"), nl=False)
+    from probekit.render.text import geometry_markdown
+
+    click.echo(geometry_markdown(result, f"Geometry of {embeddings.name}"), nl=False)
     if out is not None:
         click.echo(f"diagnostics written to {out}", err=True)
 
@@ -430,7 +432,8 @@ def tune(embeddings, labels, apply_paths, out_dir, objective, epochs, batch_size
     """Tune a small residual adapter on frozen EMBEDDINGS with LABELS (supervised contrastive
     by default) and write the tuned embeddings to --out, ready for probekit evaluate."""
     from probekit.arrays import to_float32
-    from probekit.data import check_lengths, load_embeddings, load_labels
+    from probekit.data import load_embeddings, load_labels
+    from probekit.validate import check_lengths
 
     try:
         try:
@@ -518,7 +521,8 @@ def compare(inputs, test_embeddings_a, test_embeddings_b, test_labels, k, metric
     """Compare two embedding spaces: A.json B.json (two saved reports; paired tests when both
     were run with --save-predictions on the same test set), or EMB_A EMB_B LABELS (run the dual
     probe on both with one split and seed, with paired tests and linear CKA)."""
-    from probekit.compare import compare_reports, comparison_markdown
+    from probekit.compare import compare_reports
+    from probekit.render.text import comparison_markdown
     from probekit.report import Report
 
     progress = _Progress(not quiet)
@@ -561,9 +565,10 @@ def _run_both(inputs, test_a, test_b, test_labels, *, key, label_key, label_colu
     """Both dual probes with one protocol (and per-sample predictions for single labels), and
     the CKA of the two spaces on their shared rows."""
     from probekit.arrays import to_float32
-    from probekit.geometry.cka import cka
-    from probekit.data import check_lengths, load_embeddings
+    from probekit.data import load_embeddings
+    from probekit.validate import check_lengths
     from probekit.dual import dual_probe
+    from probekit.geometry.cka import cka
 
     if (test_a is None) != (test_labels is None) or (test_b is None) != (test_labels is None):
         raise InputError("give --test-embeddings-a, --test-embeddings-b and --test-labels "

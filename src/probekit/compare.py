@@ -100,39 +100,6 @@ def compare_reports(a: Report, b: Report, *, n_bootstrap: int = 1000, seed: int 
     return frame
 
 
-def comparison_markdown(frame, name_a: str = "A", name_b: str = "B", *,
-                        cka: float | None = None) -> str:
-    """The comparison as the CLI prints it: accuracy rows (with the paired test when present),
-    then the other probe metrics and the geometry."""
-    def number(value, percent):
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return "–"
-        return f"{100 * value:.2f}" if percent else f"{value:.4g}"
-
-    lines = [f"# probekit compare: A = {name_a}, B = {name_b}", ""]
-    if cka is not None:
-        lines += [f"Linear CKA between the two spaces (same samples): {cka:.4f}", ""]
-    lines += ["| probe | setting | metric | A | B | B − A | 95% CI of B − A | McNemar p | better |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for row in frame.itertuples():
-        percent = row.probe != "geometry" and row.metric != "d_prime"
-        setting = ("" if row.probe in ("linear", "geometry")
-                   else f"k={row.k} {row.vote}")
-        interval = ("–" if np.isnan(row.delta_ci95_low) else
-                    f"[{100 * row.delta_ci95_low:+.2f}, {100 * row.delta_ci95_high:+.2f}]")
-        p_value = "–" if np.isnan(row.p_mcnemar) else f"{row.p_mcnemar:.3g}"
-        delta = "–" if np.isnan(row.delta) else (
-            f"{100 * row.delta:+.2f}" if percent else f"{row.delta:+.4g}")
-        lines.append(f"| {row.probe} | {setting} | {row.metric} | {number(row.a, percent)} | "
-                     f"{number(row.b, percent)} | {delta} | {interval} | {p_value} | "
-                     f"{row.better} |")
-    lines += ["", "Probe metrics in percent (deltas in points); geometry values as they are; "
-              "'better' follows each metric's good direction (blank: descriptive)."]
-    for note in frame.attrs.get("notes", []):
-        lines += ["", f"Note: {note}."]
-    return "\n".join(lines) + "\n"
-
-
 def _paired_columns(a: Report, b: Report, *, n_bootstrap: int, seed: int) -> dict:
     """``{(probe, vote, k): {"p_value", "low", "high"}}`` when both runs carry per-sample
     correctness on the same test set; {} when either run has none; an error when both have

@@ -1,4 +1,4 @@
-"""Loading, validation and label encoding: the door every input walks through.
+"""Loading: the door every input file walks through (validation is :mod:`probekit.validate`).
 
 Only this module reads user files. Arrays are never unpickled: ``.npy``/``.npz`` are read with
 ``allow_pickle=False`` (``.npy`` memory-mapped, so inputs larger than RAM work), text and
@@ -9,7 +9,6 @@ names the problem.
 from __future__ import annotations
 
 import re
-import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from probekit.arrays import row_chunks
 from probekit.errors import InputError, install_hint
+from probekit.validate import check_embeddings, check_labels, check_printable
 
 EMBEDDING_SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".parquet")
 LABEL_SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".txt", ".parquet")
@@ -503,228 +502,9 @@ def _text_labels(series) -> np.ndarray:
     if missing:
         raise InputError(f"{missing} labels are missing (empty cells)")
     stripped = series.astype(str).str.strip().to_numpy(dtype=object)
-    _check_printable(stripped, "labels")  # before NumPy's str type drops trailing NULs
+    check_printable(stripped, "labels")  # before NumPy's str type drops trailing NULs
     values = np.asarray(stripped, dtype=str)
     if values.size and all(_INT_PATTERN.match(value) and str(int(value)) == value
                            for value in values):
         return values.astype(np.int64)  # "007" or "+4" stay strings: names are kept as written
     return values
-
-
-def _check_printable(labels: np.ndarray, name: str) -> None:
-    """Refuse labels holding control characters (NUL, unit separators...): they cannot be kept
-    as written (NumPy drops trailing NULs) and are never meant as class names."""
-    bad = [value for value in set(labels.tolist())
-           if any(unicodedata.category(char) == "Cc" for char in value)]
-    if bad:
-        raise InputError(f"{name}: {len(bad)} label(s) hold control characters, e.g. "
-                         f"{bad[0]!r}; labels must be printable text")
-
-
-# --------------------------------------------------------------------------------------------
-# arrays
-
-
-def check_embeddings(X, *, name: str = "embeddings") -> np.ndarray:
-    """Validate an embedding matrix and return it as a 2-D numeric array (no copy for numeric
-    arrays and memory maps).
-
-    Raises :class:`InputError` for non-numeric or object arrays, anything but 2 dimensions, an
-    empty matrix, and NaN or infinite values (naming how many rows hold them).
-    """
-    if isinstance(X, np.ndarray):
-        array = X
-    else:
-        try:
-            array = np.asarray(X)
-        except (ValueError, TypeError) as error:
-            raise InputError(f"{name}: cannot make an array of it ({error})") from None
-    if array.dtype.kind not in "iuf":  # not bool, complex, timedelta, datetime, text, objects
-        raise InputError(f"{name}: embeddings must be real numbers, got dtype {array.dtype}")
-    if array.ndim != 2:
-        raise InputError(
-            f"{name}: embeddings must be a 2-D matrix (samples x dimensions), "
-            f"got {array.ndim}-D shape {array.shape}"
-        )
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise InputError(f"{name}: embedding matrix is empty, shape {array.shape}")
-    if np.issubdtype(array.dtype, np.floating):
-        scan = scan_rows(array)
-        if scan.nonfinite:
-            raise InputError(
-                f"{name}: {scan.nonfinite} of {array.shape[0]} rows hold NaN or infinite values"
-            )
-        if scan.huge:
-            raise InputError(
-                f"{name}: {scan.huge} of {array.shape[0]} rows hold values above {HUGE:g} in "
-                "magnitude, which overflow once squared; rescale the embeddings"
-            )
-        if 0 < scan.largest < TINY:
-            raise InputError(
-                f"{name}: the largest value is {scan.largest:.3g}; values below {TINY:g} "
-                "underflow once squared, so variances and distances would read 0; rescale "
-                "the embeddings"
-            )
-    return array
-
-
-HUGE = 1e150  # |x| beyond this overflows float64 once squared and summed
-TINY = 1e-150  # data whose largest |x| is below this underflows float64 once squared
-
-
-@dataclass(frozen=True)
-class RowScan:
-    """What one pass over an embedding matrix found: rows holding NaN or infinity, rows
-    holding a finite value above :data:`HUGE`, and the largest finite magnitude."""
-
-    nonfinite: int
-    huge: int
-    largest: float
-
-
-def scan_rows(X: np.ndarray) -> RowScan:
-    """One streamed pass over ``X`` (see :class:`RowScan`)."""
-    can_be_huge = float(np.finfo(X.dtype).max) > HUGE  # float64 and wider only
-    nonfinite = huge = 0
-    largest = 0.0
-    for start, stop in row_chunks(X.shape[0], X.shape[1]):
-        block = np.asarray(X[start:stop])
-        finite = np.isfinite(block)
-        nonfinite += int(np.count_nonzero(~finite.all(axis=1)))
-        magnitude = np.where(finite, np.abs(block), 0)
-        if can_be_huge:
-            huge += int(np.count_nonzero((magnitude > HUGE).any(axis=1)))
-        largest = max(largest, float(magnitude.max(initial=0)))
-    return RowScan(nonfinite, huge, largest)
-
-
-def check_labels(y, *, name: str = "labels") -> np.ndarray:
-    """Validate a label vector: 1-D (an N x 1 column is flattened), integers or strings, no NaN.
-
-    Object arrays from Python lists or pandas are accepted when every element is a string or
-    every element is an integer.
-    """
-    array = np.asarray(y)
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim != 1:
-        raise InputError(
-            f"{name}: labels must be 1-D (one label per sample), got shape {array.shape}"
-        )
-    if array.size == 0:
-        raise InputError(f"{name}: label vector is empty")
-    if array.dtype.kind == "S":
-        try:
-            array = np.char.decode(array, "utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"{name}: byte-string labels are not valid UTF-8") from None
-    if array.dtype == object:
-        if all(isinstance(value, str) for value in array):
-            _check_printable(array, name)  # before NumPy's str type drops trailing NULs
-            array = array.astype(str)
-        elif all(isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-                 for value in array):
-            array = array.astype(np.int64)
-        else:
-            raise InputError(f"{name}: labels must all be strings or all be integers")
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise InputError(
-                f"{name}: {int(np.count_nonzero(~np.isfinite(array)))} labels are NaN or infinite"
-            )
-    elif not (np.issubdtype(array.dtype, np.integer) or array.dtype.kind in "Ub"):
-        raise InputError(f"{name}: labels must be integers or strings, got dtype {array.dtype}")
-    if array.dtype.kind == "U":
-        _check_printable(array, name)
-    return array
-
-
-def check_lengths(X: np.ndarray, y: np.ndarray, *, which: str = "") -> None:
-    """Raise :class:`InputError` unless ``X`` and ``y`` have as many rows; ``which`` ("train",
-    "test" or "") names the set in the message."""
-    prefix = f"{which} " if which else ""
-    if X.shape[0] != y.shape[0]:
-        raise InputError(f"{prefix}embeddings have {X.shape[0]} rows but {prefix}labels have "
-                         f"{y.shape[0]}")
-
-
-def check_dataset(X, y, *, which: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """:func:`check_embeddings`, :func:`check_labels` and :func:`check_lengths` in one call."""
-    prefix = f"{which} " if which else ""
-    X = check_embeddings(X, name=f"{prefix}embeddings")
-    y = check_labels(y, name=f"{prefix}labels")
-    check_lengths(X, y, which=which)
-    return X, y
-
-
-def check_same_dimensions(train: np.ndarray, test: np.ndarray) -> None:
-    """Raise :class:`InputError` unless train and test embeddings have the same width."""
-    if train.shape[1] != test.shape[1]:
-        raise InputError(f"train embeddings have {train.shape[1]} dimensions but test "
-                         f"embeddings have {test.shape[1]}")
-
-
-@dataclass(frozen=True)
-class LabelEncoding:
-    """Labels as integer codes, numbered in order of first appearance.
-
-    ``classes[:n_train_classes]`` are the classes seen in training (the only ones a probe can
-    predict) in the order their first sample appears; classes that occur only in the test
-    labels follow them, in the order they first appear there. Numbering by appearance, not by
-    name, makes every computation depend only on which rows share a class, their order and
-    the seed: renaming the classes changes no split and no number. Reports and figures list
-    the classes in :attr:`display_order` (by name) instead.
-    """
-
-    train: np.ndarray
-    test: np.ndarray | None
-    classes: np.ndarray
-    n_train_classes: int
-
-    @property
-    def class_names(self) -> list:
-        """Classes as plain Python values (``int`` or ``str``), ready for JSON."""
-        return [value.item() if hasattr(value, "item") else value for value in self.classes]
-
-    @property
-    def display_order(self) -> np.ndarray:
-        """Codes in the order people read them: the training classes sorted by name, then
-        the test-only classes sorted by name (``classes[display_order]``)."""
-        n = self.n_train_classes
-        return np.concatenate([np.argsort(self.classes[:n], kind="stable"),
-                               n + np.argsort(self.classes[n:], kind="stable")]).astype(np.int64)
-
-
-def appearance_codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(classes, codes)``: the distinct labels in order of first appearance and each label's
-    position among them (``classes[codes] == labels``)."""
-    sorted_classes, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")  # sorted class -> rank of its first appearance
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return sorted_classes[order], rank[inverse.ravel()].astype(np.int64)
-
-
-def encode_labels(y_train: np.ndarray, y_test: np.ndarray | None = None) -> LabelEncoding:
-    """Map labels to codes ``0..C-1`` by first appearance, train classes first (see
-    :class:`LabelEncoding`).
-
-    When one side holds numbers and the other strings, both are compared as strings (so the
-    integer 3 and the text "3" are one class)."""
-    if y_test is not None and _label_kind(y_train) != _label_kind(y_test):
-        y_train, y_test = y_train.astype(str), y_test.astype(str)  # ints from .npy, text
-    train_classes, train_codes = appearance_codes(y_train)
-    if y_test is None:
-        return LabelEncoding(train_codes, None, train_classes, len(train_classes))
-    test_classes, test_codes = appearance_codes(y_test)
-    unseen = ~np.isin(test_classes, train_classes)
-    classes = np.concatenate([train_classes, test_classes[unseen]]) if unseen.any() \
-        else train_classes
-    by_name = np.argsort(classes, kind="stable")
-    position = by_name[np.searchsorted(classes[by_name], test_classes)]
-    return LabelEncoding(train_codes, position[test_codes].astype(np.int64), classes,
-                         len(train_classes))
-
-
-def _label_kind(y: np.ndarray) -> str:
-    return "string" if y.dtype.kind in "US" else "number"

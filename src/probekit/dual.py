@@ -17,12 +17,14 @@ import numpy as np
 
 from probekit import __version__
 from probekit.arrays import unit_rows
-from probekit.geometry.clusters import class_means, nearest_means
 from probekit.compare import pairing_hash
-from probekit.data import check_dataset, check_same_dimensions, encode_labels
+from probekit.labels import encode_labels
+from probekit.validate import check_dataset, check_same_dimensions
 from probekit.errors import InputError
 from probekit.geometry import Geometry, Graph, check_extras, check_sample_size
 from probekit.geometry import geometry as diagnostics
+from probekit.geometry.clusters import class_means, nearest_means
+from probekit.neighbours import check_metric, check_representable, prepare_vectors
 from probekit.probes.knn import (
     DEFAULT_K,
     DEFAULT_TEMPERATURE,
@@ -50,7 +52,6 @@ from probekit.probes.metrics import (
     confusion_pairs,
     paired_comparison,
 )
-from probekit.neighbours import check_metric, check_representable, prepare_vectors
 from probekit.report import SCORE_KEYS, Report
 from probekit.splits import check_class_sizes, stratified_holdout, stratified_kfold
 
@@ -273,8 +274,8 @@ def dual_probe(
         "C_grid": list(linear_runs[0][0].C_grid), "val_size": val_size,
         "C_selection": "best accuracy on a stratified validation split of train "
                        "(ties: lower validation cross-entropy); refit on all of train",
-        "solver": "multinomial logistic regression, L-BFGS (probekit.probes.linear.lbfgs), "
-                  "float32 products",
+        "solver": "multinomial logistic regression, L-BFGS (probekit's own, float32 "
+                  "products)",
         "max_iter": max_iter, "tol": tol,
         "bootstrap": {"resamples": n_bootstrap, "level": 0.95, "seed": seed},
         "backend": {"knn": knn["backend"], "linear": "numpy"},

@@ -73,27 +73,10 @@ class LayerwiseReport:
         return text
 
     def to_markdown(self) -> str:
-        first = self.reports[0]
-        info, protocol = first.input, first.protocol
-        lines = [f"# probekit layer-wise dual probe (v{__version__})", "",
-                 f"{len(self.names)} layers; {info['n_train']} train / {info['n_test']} test "
-                 f"samples, {info.get('n_classes', info.get('n_tags'))} "
-                 f"{'tags' if first.task == 'multilabel' else 'classes'}; split: "
-                 f"{protocol['split']}; seed "
-                 f"{protocol['seed']}; one split for every layer.", "",
-                 "| layer | linear | 95% CI | best kNN | 95% CI | vote, k |",
-                 "|---|---|---|---|---|---|"]
-        for row in self.to_frame().itertuples():
-            lines.append(f"| {row.layer} | {100 * row.linear:.2f} | "
-                         f"[{100 * row.linear_ci_low:.2f}, {100 * row.linear_ci_high:.2f}] | "
-                         f"{100 * row.knn:.2f} | [{100 * row.knn_ci_low:.2f}, "
-                         f"{100 * row.knn_ci_high:.2f}] | {row.knn_vote}, {row.knn_k} |")
-        lines += ["", f"Best layer: {self.best_layer('linear')} by the linear probe, "
-                      f"{self.best_layer('knn')} by kNN."]
-        notes = sorted({note for report in self.reports for note in report.warnings})
-        if notes:
-            lines += ["", "Warnings:"] + [f"- {note}" for note in notes]
-        return "\n".join(lines) + "\n"
+        """The layer table the CLI prints (:func:`probekit.render.text.layers_markdown`)."""
+        from probekit.render.text import layers_markdown
+
+        return layers_markdown(self)
 
 
 def dual_probe_layers(layers, y, *, X_test=None, y_test=None,

@@ -19,14 +19,10 @@ import numpy as np
 
 from probekit.errors import InputError
 from probekit.files import write_atomically
-from probekit.geometry import markdown_table
 
 SCORE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
 TAG_KEYS = ("map", "roc_auc", "d_prime", "d_prime_macro_auc", "micro_f1", "macro_f1",
             "micro_f1_tuned", "macro_f1_tuned")
-_LINEAR_AHEAD = 0.05  # linear - kNN above this (and significant): globally separable, locally mixed
-_CLOSE = 0.02  # the CI of kNN - linear inside [-this, +this]: the two probes agree
-_SIGNIFICANT = 0.05  # the p-value below which a paired difference counts
 
 
 @dataclass(frozen=True)
@@ -191,140 +187,23 @@ class Report:
         """The kNN votes the report holds (majority and weighted; weighted for tags)."""
         return [vote for vote in ("majority", "weighted") if vote in self.knn]
 
-    # ---------------------------------------------------------------------- reading
+    # ---------------------------------------------------------------------- views
+    # The text lives with the other views (probekit.render.text), which import nothing from
+    # this module: these methods are the convenient way in.
 
     def reading(self) -> str:
-        """One sentence reading the two probes together: the linear probe against a kNN
-        setting fixed in advance (not the best one, which is picked on the test set), and only
-        a difference that a paired test finds significant earns a verdict."""
-        comparison = self.linear_vs_knn
-        tags = self.task == "multilabel"
-        if not comparison:
-            return ("no paired comparison of the two probes is stored in this report (it was "
-                    "made by an older probekit): see the table")
-        score = "mAP" if tags else ""
-        linear, knn = 100 * comparison["linear"], 100 * comparison["knn"]
-        low, high = (100 * value for value in comparison["difference_ci95"])
-        unit = f" {score}" if tags else "%"
-        versus = (f"linear {linear:.1f}{unit} vs kNN {knn:.1f}{unit} ({comparison['vote']} "
-                  f"vote, k={comparison['k']}, fixed in advance; {comparison['n_paired']} "
-                  "paired test samples)")
-        test = "McNemar" if not tags else "paired bootstrap"
-        evidence = (f"{test} {_p_text(comparison['p_value'])}; kNN − linear 95% CI "
-                    f"[{low:+.1f}, {high:+.1f}] points")
-        gap = linear - knn
-        chance = self._chance()
-        fixed = self.knn[comparison["vote"]].get(str(comparison["k"]), {})
-        best_low = max(self.linear["ci95"][0] or 0.0, (fixed.get("ci95") or [0.0])[0] or 0.0)
-        if chance is not None and best_low <= chance:
-            verdict = (f"neither probe is clearly above chance ({evidence}; "
-                       + (f"random scores would reach a mAP of about {100 * chance:.1f}"
-                          if tags else f"always predicting the largest class scores "
-                          f"{100 * chance:.1f}%") + "): the space shows no class structure "
-                       "these probes can find.")
-        elif -100 * _CLOSE <= low and high <= 100 * _CLOSE:
-            verdict = (f"kNN is within {100 * _CLOSE:.0f} points of linear ({evidence}), so "
-                       + ("neighbours share their tags about as well as a linear read-out "
-                          "finds them: the space is organised by its tags locally too."
-                          if tags else "classes form tight, well-separated clusters (what "
-                          "contrastive tuning aims for)."))
-        elif comparison["p_value"] >= _SIGNIFICANT:
-            verdict = (f"no significant difference ({evidence}): these "
-                       f"{comparison['n_paired']} test samples cannot tell the two probes "
-                       "apart.")
-        elif gap > 100 * _LINEAR_AHEAD:
-            verdict = (f"linear >> kNN by {gap:.1f} points ({evidence}), so "
-                       + ("the tags are linearly decodable but neighbours do not share them."
-                          if tags else "the classes are globally linearly separable but "
-                          "locally mixed (typical of cross-entropy fine-tuning)."))
-        elif gap > 0:
-            verdict = (f"linear leads kNN by {gap:.1f} points ({evidence}), so the "
-                       f"{'tags' if tags else 'classes'} are mostly separable with some local "
-                       "mixing.")
-        else:
-            verdict = (f"kNN beats linear by {-gap:.1f} points ({evidence}), so "
-                       + ("neighbours predict the tags better than any linear read-out."
-                          if tags else "the class structure is local and not linear "
-                          "(clusters that no single hyperplane separates)."))
-        return f"{versus}: {verdict}"
+        """One sentence reading the two probes together (:func:`probekit.render.text.reading`):
+        the linear probe against a kNN setting fixed in advance, and only a significant paired
+        difference earns a verdict."""
+        from probekit.render.text import reading
 
-    def _chance(self) -> float | None:
-        """The score of a probe that knows nothing: the largest class's share of the test set
-        (accuracy), or the mean prevalence of the tags (about the mAP of random scores)."""
-        info = self.input
-        n_test = info.get("n_test") or 0
-        if not n_test:
-            return None
-        if self.task == "multilabel":
-            counts = [count for count in info.get("test_tag_counts", []) if count]
-            return sum(counts) / len(counts) / n_test if counts else None
-        counts = info.get("test_class_counts", [])
-        return max(counts) / sum(counts) if counts and sum(counts) else None
-
-    def _tag_markdown(self) -> str:
-        info, protocol = self.input, self.protocol
-        tags = [f"{name} ({train}/{test})" for name, train, test in zip(
-            info["tags"], info["train_tag_counts"], info["test_tag_counts"], strict=True)]
-        shown = ", ".join(tags[:20]) + (f", and {len(tags) - 20} more" if len(tags) > 20 else "")
-        lines = [
-            f"# probekit dual probe, multi-label (v{self.probekit_version})", "",
-            f"{info['n_train']} train / {info['n_test']} test samples, {info['dim']} "
-            f"dimensions, {info['n_tags']} tags ({info['mean_tags_per_sample']:.2f} per "
-            f"training sample); split: {_split_text(protocol)}; metric: {protocol['metric']}; seed "
-            f"{protocol['seed']}.", "", f"Tags: {shown} (train/test counts).", "",
-            "| probe | setting | mAP | 95% CI | ROC-AUC | d′ | micro-F1 | macro-F1 | "
-            "micro-F1 tuned | macro-F1 tuned |", "|---|---|---|---|---|---|---|---|---|---|",
-            _tag_row("linear", f"C={_c_text(self.linear)}", self.linear)]
-        for k, scores in self.knn["weighted"].items():
-            lines.append(_tag_row("kNN", f"k={k} weighted", scores))
-        best = self.knn["best"]
-        lines += ["", f"Best kNN: k={best['k']} ({100 * best['map']:.2f} mAP; picked on the test "
-                      f"set, so slightly optimistic). Search backend: {self.knn['backend']}. "
-                      "F1 at 0.5, and at per-tag thresholds tuned on the validation split.",
-                  "", f"**Reading:** {self.reading()}"]
-        if self.geometry:
-            lines += ["", *markdown_table(self.geometry, "Geometry of the training rows")]
-        if self.warnings:
-            lines += ["", "Warnings:"] + [f"- {warning}" for warning in self.warnings]
-        return "\n".join(lines) + "\n"
+        return reading(self)
 
     def to_markdown(self) -> str:
-        """The summary the CLI prints: input, both probes side by side, the reading, warnings."""
-        if self.task == "multilabel":
-            return self._tag_markdown()
-        info, protocol = self.input, self.protocol
-        lines = [
-            f"# probekit dual probe (v{self.probekit_version})",
-            "",
-            f"{_sizes_text(info, protocol)}, {info['dim']} dimensions, "
-            f"{info['n_classes']} classes; split: {_split_text(protocol)}; metric: "
-            f"{protocol['metric']}; seed {protocol['seed']}.",
-            "",
-            f"Classes: {_classes_text(info, protocol)}.",
-            "",
-            "| probe | setting | accuracy | 95% CI | balanced acc. | macro-F1 |"
-            + (" top-5 |" if "top5_accuracy" in self.linear else ""),
-            "|---|---|---|---|---|---|" + ("---|" if "top5_accuracy" in self.linear else ""),
-        ]
-        lines.append(_table_row("linear", f"C={_c_text(self.linear)}", self.linear))
-        for k in self.knn["majority"]:
-            majority, weighted = self.knn["majority"][k], self.knn["weighted"][k]
-            lines.append(_table_row("kNN", f"k={k} majority", majority))
-            lines.append(_table_row("kNN", f"k={k} weighted", weighted))
-        best = self.knn["best"]
-        lines += [
-            "",
-            f"Best kNN: {best['vote']} vote at k={best['k']} "
-            f"({100 * best['accuracy']:.2f}%; picked among the settings on the test set, so "
-            f"slightly optimistic). Search backend: {self.knn['backend']}.",
-            "",
-            f"**Reading:** {self.reading()}",
-        ]
-        if self.geometry:
-            lines += ["", *markdown_table(self.geometry, "Geometry of the training rows")]
-        if self.warnings:
-            lines += ["", "Warnings:"] + [f"- {warning}" for warning in self.warnings]
-        return "\n".join(lines) + "\n"
+        """The summary the CLI prints (:func:`probekit.render.text.report_markdown`)."""
+        from probekit.render.text import report_markdown
+
+        return report_markdown(self)
 
 
 def _metric_rows(probe, vote, k, scores: dict, keys=SCORE_KEYS, main="accuracy") -> list[tuple]:
@@ -336,84 +215,6 @@ def _metric_rows(probe, vote, k, scores: dict, keys=SCORE_KEYS, main="accuracy")
         rows.append((probe, vote, k, name, scores[name], low, high,
                      scores.get(f"{name}_std", math.nan)))
     return rows
-
-
-def _p_text(p_value: float) -> str:
-    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
-
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.2f}"
-
-
-def _table_row(probe: str, setting: str, scores: dict) -> str:
-    accuracy = _percent(scores["accuracy"])
-    if "accuracy_std" in scores:
-        accuracy += f" ± {_percent(scores['accuracy_std'])}"
-    low, high = scores["ci95"]
-    cells = [probe, setting, accuracy, f"[{_percent(low)}, {_percent(high)}]",
-             _percent(scores["balanced_accuracy"]), _percent(scores["macro_f1"])]
-    if "top5_accuracy" in scores:
-        cells.append(_percent(scores["top5_accuracy"]))
-    return "| " + " | ".join(cells) + " |"
-
-
-def _tag_row(probe: str, setting: str, scores: dict) -> str:
-    def percent(name):
-        value = scores.get(name)
-        return "–" if value is None or math.isnan(value) else _percent(value)
-
-    low, high = scores["ci95"]
-    d_prime = scores.get("d_prime")
-    cells = [probe, setting, percent("map"), f"[{_percent(low)}, {_percent(high)}]",
-             percent("roc_auc"),
-             "–" if d_prime is None or math.isnan(d_prime) else f"{d_prime:.2f}",
-             percent("micro_f1"), percent("macro_f1"), percent("micro_f1_tuned"),
-             percent("macro_f1_tuned")]
-    return "| " + " | ".join(cells) + " |"
-
-
-def _classes_text(info: dict, protocol: dict, shown: int = 20) -> str:
-    """Class names with their train/test counts, the first ``shown`` of them; under k-fold,
-    every sample is tested once, so a class's count is its size (the folds split it)."""
-    if protocol.get("split") == "kfold":
-        names = [f"{name} ({count})" for name, count in zip(
-            info["classes"], info["test_class_counts"], strict=True)]
-        folds = protocol["folds"]
-        what = f"samples per class; each fold tests 1/{folds} of them and trains on the rest"
-    else:
-        names = [f"{name} ({train}/{test})" for name, train, test in zip(
-            info["classes"], info["train_class_counts"], info["test_class_counts"],
-            strict=True)]
-        what = "train/test counts"
-    more = f", and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more + f" ({what})"
-
-
-def _c_text(linear: dict) -> str:
-    return f"{linear['C']:g}"
-
-
-def _sizes_text(info: dict, protocol: dict) -> str:
-    if protocol["split"] == "kfold":
-        folds = protocol["folds"]
-        return (f"{info['n_samples']} samples in {folds} folds ({info['n_train']} train / "
-                f"{info['n_test'] // folds} test per fold)")
-    return f"{info['n_train']} train / {info['n_test']} test samples"
-
-
-def _split_text(protocol: dict) -> str:
-    split = protocol["split"]
-    if split == "holdout":
-        kind = "stratified" if protocol.get("stratified", True) else "random"
-        text = f"{kind} holdout ({protocol['test_size']:g} test)"
-    elif split == "kfold":
-        text = f"stratified {protocol['folds']}-fold (mean ± std)"
-    else:
-        text = "given train/test"
-    if protocol.get("loo"):
-        text += "; kNN leave-one-out over all samples"
-    return text
 
 
 # ---------------------------------------------------------------------- saved reports

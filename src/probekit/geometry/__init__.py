@@ -1,9 +1,11 @@
 """Geometry diagnostics: why a space classifies as well as it does.
 
-:func:`diagnose` computes the default set of ``geometry-reference.md`` from three shared passes:
-streamed per-class sums in float64 (:mod:`probekit.geometry.clusters`, :mod:`probekit.geometry.spectrum`), one
-neighbour graph (:mod:`probekit.geometry.graph`: the kNN probe's own when called from ``dual_probe``)
-and seeded query samples against all rows (:mod:`probekit.geometry.pairwise`).
+:func:`diagnose` computes the default set of diagnostics (``docs/geometry.md`` lists their
+formulas, conventions and the known truths the tests check) from three shared passes: streamed
+per-class sums in float64 (:mod:`~probekit.geometry.clusters`,
+:mod:`~probekit.geometry.spectrum`), one neighbour graph (:mod:`~probekit.geometry.graph`: the
+kNN probe's own when called from ``dual_probe``) and seeded query samples against all rows
+(:mod:`~probekit.geometry.pairwise`). :func:`describe` is the shared computation behind both.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probekit.geometry import clusters, graph, pairwise, spectrum
 from probekit.arrays import unit_rows
-from probekit.data import check_embeddings, check_labels, check_lengths, encode_labels
+from probekit.labels import encode_labels
+from probekit.validate import check_embeddings, check_labels, check_lengths
 from probekit.errors import InputError
+from probekit.geometry import clusters, graph, pairwise, spectrum
 from probekit.neighbours import Neighbours, check_metric, prepare_vectors, search
 
 NEIGHBOURHOOD_K = 10
@@ -88,34 +91,6 @@ class Geometry:
         """Every value under its key, plus ``protocol`` and ``warnings``."""
         return {**self.values, "protocol": dict(self.protocol), "warnings": list(self.warnings)}
 
-    def to_markdown(self, title: str = "Geometry") -> str:
-        """The values as a compact table with good-direction arrows, then any warnings."""
-        lines = markdown_table(self.values, title)
-        if self.warnings:
-            lines += ["", "Warnings:"] + [f"- {warning}" for warning in self.warnings]
-        return "\n".join(lines) + "\n"
-
-
-_ARROWS = {"up": "↑", "down": "↓", "none": "·"}
-
-
-def markdown_table(values: dict, title: str, per_row: int = 3) -> list[str]:
-    """Geometry values as markdown lines: ``per_row`` values a row, each with an arrow for its
-    good direction (↑ higher is better, ↓ lower is better, · descriptive)."""
-    cells = [f"{key} {_ARROWS[GOOD_DIRECTION[key]]} | {_number(value)}"
-             for key, value in values.items() if key in GOOD_DIRECTION]
-    header = " | ".join(["diagnostic | value"] * per_row)
-    lines = [f"{title} (↑ higher is better, ↓ lower is better, · descriptive):", "",
-             f"| {header} |", "|" + "---|" * (2 * per_row)]
-    for start in range(0, len(cells), per_row):
-        row = cells[start:start + per_row]
-        row += [" | "] * (per_row - len(row))
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
-
-
-def _number(value: float) -> str:
-    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
 
 
 def diagnose(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probekit.data import check_embeddings
+from probekit.validate import check_embeddings
 from probekit.errors import InputError
 
 

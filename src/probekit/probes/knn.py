@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from probekit import neighbours
-from probekit.data import check_dataset, check_same_dimensions, encode_labels
+from probekit.labels import encode_labels
+from probekit.validate import check_dataset, check_same_dimensions
 from probekit.errors import InputError
 from probekit.probes.metrics import ClassificationScores, bootstrap_ci, classification_scores
 

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from probekit.arrays import float32_limit, row_blocks
-from probekit.data import check_dataset, check_same_dimensions, encode_labels
+from probekit.labels import encode_labels
+from probekit.validate import check_dataset, check_same_dimensions
 from probekit.errors import InputError
 from probekit.probes.metrics import ClassificationScores, bootstrap_ci, classification_scores
 from probekit.splits import stratified_holdout
@@ -278,6 +279,69 @@ class LinearPredictions:
         }
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """The C sweep of a linear probe: one warm-started fit per C of the grid on the fit part
+    of train, each scored on the validation part (``scores``: higher is better; ``losses``:
+    validation loss, the tie-break), and the chosen one (``best``: highest score, then lowest
+    loss)."""
+
+    C_grid: tuple[float, ...]
+    scores: tuple[float, ...]
+    losses: tuple[float, ...]
+    n_iter: tuple[int, ...]
+    converged: tuple[bool, ...]
+    fits: tuple = field(repr=False)
+    best: int
+
+    @property
+    def C(self) -> float:
+        return self.C_grid[self.best]
+
+    def notes(self, max_iter: int) -> list[str]:
+        """A warning naming every C whose fit stopped at ``max_iter``."""
+        slow = [f"{c:g}" for c, ok in zip(self.C_grid, self.converged, strict=True) if not ok]
+        if not slow:
+            return []
+        return [f"linear probe: L-BFGS did not converge in {max_iter} iterations for C = "
+                f"{', '.join(slow)} (raise max_iter)"]
+
+
+def sweep_C(grid: tuple[float, ...], fit: Callable, evaluate: Callable,
+            progress: Callable[[int, int], None] | None = None) -> Sweep:
+    """The C sweep shared by the single- and the multi-label linear probe.
+
+    ``fit(C, init)`` returns ``(model, n_iter, converged)``, warm-started from the previous
+    C's model (None first); ``evaluate(model)`` returns ``(score, loss)`` on the validation
+    rows. The grid is swept in increasing C (each fit starts from a solution with more
+    regularisation, the path the warm start follows best). ``progress(done, total)`` after each
+    fit, counting one more for the refit the caller makes."""
+    scores, losses, n_iter, converged, fits = [], [], [], [], []
+    model = None
+    for value in grid:
+        model, iterations, done = fit(value, model)
+        score, loss = evaluate(model)
+        fits.append(model)
+        scores.append(float(score))
+        losses.append(float(loss))
+        n_iter.append(int(iterations))
+        converged.append(bool(done))
+        if progress:
+            progress(len(fits), len(grid) + 1)
+    best = max(range(len(grid)), key=lambda i: (scores[i], -losses[i]))
+    return Sweep(tuple(grid), tuple(scores), tuple(losses), tuple(n_iter), tuple(converged),
+                 tuple(fits), best)
+
+
+def check_grid(C: Iterable[float]) -> tuple[float, ...]:
+    """The C grid, sorted; :class:`InputError` unless every value is a positive finite
+    number."""
+    grid = tuple(sorted(float(c) for c in C))
+    if not grid or not all(np.isfinite(c) and c > 0 for c in grid):
+        raise InputError(f"C values must be positive finite numbers, got {list(C)}")
+    return grid
+
+
 def linear_predict(
     X_train: np.ndarray,
     train_codes: np.ndarray,
@@ -294,21 +358,20 @@ def linear_predict(
     test_rows: np.ndarray | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> LinearPredictions:
-    """Standardise, sweep C on a validation split, refit on all of train, predict the test set.
+    """Standardise, sweep C on a validation split (:func:`sweep_C`), refit on all of train,
+    predict the test set.
 
     The training data are ``X_train[train_rows]`` (all rows when ``None``), the test data
     ``X_test[test_rows]``; ``train_codes`` are their labels, in ``0..n_classes-1``.
     ``query_codes`` may hold larger codes (classes absent from training), which are always wrong
     and get rank ``inf``. ``progress(done, total)`` is called after each fit.
     """
-    grid = tuple(sorted(float(c) for c in C))
-    if not grid or not all(np.isfinite(c) and c > 0 for c in grid):
-        raise InputError(f"C values must be positive finite numbers, got {list(C)}")
+    grid = check_grid(C)
     if max_iter < 1:
         raise InputError(f"max_iter must be at least 1, got {max_iter}")
     rows = np.arange(X_train.shape[0]) if train_rows is None else np.asarray(train_rows)
     notes: list[str] = []
-    val_accuracy, val_loss, n_iter, converged = [], [], [], []
+    sweep = None
     chosen, start = grid[0], None
     fit_idx, val_idx = stratified_holdout(train_codes, test_size=val_size, seed=seed,
                                           what="validation size")
@@ -320,23 +383,21 @@ def linear_predict(
         fit_x, val_x = standardize(X_train, X_train, train_rows=rows[fit_idx],
                                    test_rows=rows[val_idx])
         fit_y, val_y = train_codes[fit_idx], train_codes[val_idx]
-        fits = []
-        for value in grid:
-            start = fit_logistic(fit_x, fit_y, n_classes=n_classes, C=value, init=start,
+
+        def fit(value, init):
+            model = fit_logistic(fit_x, fit_y, n_classes=n_classes, C=value, init=init,
                                  max_iter=max_iter, tol=tol)
-            fits.append(start)
-            logits = start.decision_scores(val_x).astype(np.float64)
-            val_accuracy.append(float(np.mean(logits.argmax(axis=1) == val_y)))
-            val_loss.append(float(np.mean(_softmax(logits)[1]
-                                          - logits[np.arange(len(val_y)), val_y])))
-            n_iter.append(start.n_iter)
-            converged.append(start.converged)
-            if progress:
-                progress(len(fits), len(grid) + 1)
+            return model, model.n_iter, model.converged
+
+        def evaluate(model):  # validation accuracy, then cross-entropy on ties
+            logits = model.decision_scores(val_x).astype(np.float64)
+            return (np.mean(logits.argmax(axis=1) == val_y),
+                    np.mean(_softmax(logits)[1] - logits[np.arange(len(val_y)), val_y]))
+
+        sweep = sweep_C(grid, fit, evaluate, progress)
         del fit_x, val_x
-        best = max(range(len(grid)), key=lambda i: (val_accuracy[i], -val_loss[i]))
-        chosen, start = grid[best], fits[best]
-        notes += _sweep_notes(grid, converged, max_iter)
+        chosen, start = sweep.C, sweep.fits[sweep.best]
+        notes += sweep.notes(max_iter)
     train, test = standardize(X_train, X_test, train_rows=train_rows, test_rows=test_rows)
     final = fit_logistic(train, train_codes, n_classes=n_classes, C=chosen, init=start,
                          max_iter=max_iter, tol=tol)
@@ -354,20 +415,13 @@ def linear_predict(
         true_rank[~seen] = np.inf
     return LinearPredictions(
         predictions=scores.argmax(axis=1).astype(np.int64), true_rank=true_rank, C=chosen,
-        C_grid=grid, val_accuracy=tuple(val_accuracy), val_loss=tuple(val_loss),
-        n_iter=tuple(n_iter), converged=tuple(converged), refit_n_iter=final.n_iter,
+        C_grid=grid, val_accuracy=() if sweep is None else sweep.scores,
+        val_loss=() if sweep is None else sweep.losses,
+        n_iter=() if sweep is None else sweep.n_iter,
+        converged=() if sweep is None else sweep.converged, refit_n_iter=final.n_iter,
         refit_converged=final.converged, n_val=int(val_idx.size) if len(grid) > 1 else 0,
         warnings=tuple(notes),
     )
-
-
-def _sweep_notes(grid, converged, max_iter) -> list[str]:
-    notes = []
-    if not all(converged):
-        slow = ", ".join(f"{c:g}" for c, ok in zip(grid, converged, strict=True) if not ok)
-        notes.append(f"linear probe: L-BFGS did not converge in {max_iter} iterations "
-                     f"for C = {slow} (raise max_iter)")
-    return notes
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,12 @@ import numpy as np
 from scipy.special import expit
 
 from probekit import __version__
-from probekit.geometry import graph, pairwise
-from probekit.data import check_embeddings, check_same_dimensions
+from probekit.validate import check_embeddings, check_same_dimensions
 from probekit.errors import InputError
-from probekit.geometry import NEIGHBOURHOOD_K, diagnose
+from probekit.geometry import NEIGHBOURHOOD_K, diagnose, graph, pairwise
+from probekit.neighbours import check_metric, check_representable, prepare_vectors, search
 from probekit.probes.knn import reading_k, resolve_k
 from probekit.probes.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, lbfgs, standardize
-from probekit.neighbours import check_metric, check_representable, prepare_vectors, search
-from probekit.report import Report
 from probekit.probes.tagging import (
     mean_average_precision,
     paired_map_difference,
@@ -44,6 +42,7 @@ from probekit.probes.tagging import (
     tags_without_positives,
     tune_thresholds,
 )
+from probekit.report import Report
 
 DEFAULT_TEMPERATURE = 0.07
 
@@ -340,7 +339,7 @@ def multilabel_probe(X, Y, *, X_test=None, Y_test=None, tags=None, k=(1, 5, 10, 
         "C_grid": linear["C_grid"], "val_size": val_size,
         "C_selection": "best validation mAP on a seeded random split of train (ties: lower "
                        "validation log-loss); refit on all of train",
-        "solver": "one-vs-rest logistic regression, L-BFGS (probekit.probes.linear.lbfgs)",
+        "solver": "one-vs-rest logistic regression, L-BFGS (probekit's own, float32 products)",
         "thresholds": "per tag, tuned for F1 on the validation split (kNN: validation rows "
                       "against the rest of train)",
         "max_iter": max_iter, "tol": tol,

@@ -9,10 +9,14 @@ import io
 import json
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from probekit.files import write_atomically
 from probekit.geometry import GOOD_DIRECTION
-from probekit.report import Report, _percent, _sizes_text, _split_text
+from probekit.render.text import percent, sizes_text, split_text
+
+if TYPE_CHECKING:  # the page reads a report's plain data; nothing is imported upward
+    from probekit.report import Report
 
 _ARROWS = {"up": "&uarr;", "down": "&darr;", "none": "&middot;"}
 _CAPTIONS = {
@@ -63,8 +67,8 @@ def render(report: Report, figures: dict[str, bytes]) -> str:
         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
         f"<title>probekit report</title><style>{_STYLE}</style></head><body><main>",
         "<h1>probekit dual probe</h1>",
-        f"<p class='sub'>{html.escape(_sizes_text(info, protocol))}, {info['dim']} dimensions, "
-        f"{_label_count(info)}; split: {html.escape(_split_text(protocol))}; metric "
+        f"<p class='sub'>{html.escape(sizes_text(info, protocol))}, {info['dim']} dimensions, "
+        f"{_label_count(info)}; split: {html.escape(split_text(protocol))}; metric "
         f"{html.escape(protocol['metric'])}; seed {protocol['seed']}</p>",
         f"<div class='reading'><strong>Reading.</strong> {html.escape(report.reading())}</div>",
         "<h2>Probes</h2>", _probe_table(report), _confusions(report),
@@ -164,7 +168,7 @@ def _tag_table(report: Report) -> str:
              for k, scores in report.knn["weighted"].items()]
 
     def percent(value):
-        return "–" if value is None else _percent(value)
+        return "–" if value is None else percent(value)
 
     lines = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for probe, setting, scores, is_best in rows:
@@ -193,10 +197,10 @@ def _probe_table(report: Report) -> str:
             rows.append(("kNN", f"k={k} {vote}", report.knn[vote][k], is_best))
     lines = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for probe, setting, scores, is_best in rows:
-        cells = [probe, setting, _percent(scores["accuracy"]),
-                 f"[{_percent(scores['ci95'][0])}, {_percent(scores['ci95'][1])}]",
-                 _percent(scores["balanced_accuracy"]), _percent(scores["macro_f1"])]
-        cells += [_percent(scores["top5_accuracy"])] if top5 else []
+        cells = [probe, setting, percent(scores["accuracy"]),
+                 f"[{percent(scores['ci95'][0])}, {percent(scores['ci95'][1])}]",
+                 percent(scores["balanced_accuracy"]), percent(scores["macro_f1"])]
+        cells += [percent(scores["top5_accuracy"])] if top5 else []
         lines.append(f"<tr{' class=best' if is_best else ''}>"
                      + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return "\n".join(lines) + "</table>"
