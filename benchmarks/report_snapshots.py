@@ -62,7 +62,7 @@ def _snapshot(result) -> dict:
     data = result.to_dict()
     data.pop("timings", None)
     data.pop("probekit_version", None)
-    return {"json": json.dumps(data, indent=1, sort_keys=True),
+    return {"json": json.dumps(data, indent=1),  # key order too: the JSON byte for byte
             "arrays": arrays_digest(result.arrays) if result.arrays else None}
 
 
