@@ -273,8 +273,8 @@ def dual_probe(
         "C_grid": list(linear_runs[0][0].C_grid), "val_size": val_size,
         "C_selection": "best accuracy on a stratified validation split of train "
                        "(ties: lower validation cross-entropy); refit on all of train",
-        "solver": "multinomial logistic regression, L-BFGS (probekit.linear.lbfgs), "
-                  "float32 products",
+        "solver": "multinomial logistic regression, L-BFGS (probekit's own, float32 "
+                  "products)",
         "max_iter": max_iter, "tol": tol,
         "bootstrap": {"resamples": n_bootstrap, "level": 0.95, "seed": seed},
         "backend": {"knn": knn["backend"], "linear": "numpy"},

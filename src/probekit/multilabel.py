@@ -339,7 +339,7 @@ def multilabel_probe(X, Y, *, X_test=None, Y_test=None, tags=None, k=(1, 5, 10, 
         "C_grid": linear["C_grid"], "val_size": val_size,
         "C_selection": "best validation mAP on a seeded random split of train (ties: lower "
                        "validation log-loss); refit on all of train",
-        "solver": "one-vs-rest logistic regression, L-BFGS (probekit.linear.lbfgs)",
+        "solver": "one-vs-rest logistic regression, L-BFGS (probekit's own, float32 products)",
         "thresholds": "per tag, tuned for F1 on the validation split (kNN: validation rows "
                       "against the rest of train)",
         "max_iter": max_iter, "tol": tol,
