@@ -11,9 +11,9 @@ import pytest
 from probekit import arrays
 from probekit.arrays import normalised, row_chunks, to_float32, unit_rows
 from probekit.data import load_embeddings, load_labels
+from probekit.errors import InputError
 from probekit.labels import encode_labels
 from probekit.validate import check_embeddings, check_labels, scan_rows
-from probekit.errors import InputError
 
 
 @pytest.fixture

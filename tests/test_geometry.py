@@ -7,8 +7,7 @@ from sklearn.datasets import load_digits, load_iris
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
 from probekit import InputError, cka, diagnose
-from probekit.geometry import clusters, graph, pairwise, spectrum
-from probekit.geometry import GOOD_DIRECTION
+from probekit.geometry import GOOD_DIRECTION, clusters, graph, pairwise, spectrum
 
 
 def simplex_etf(n_classes=10, dim=64, radius=1.0, seed=0):

@@ -12,7 +12,7 @@ from probekit.cli import cli
 from probekit.errors import InputError
 from probekit.geometry.graph import jaccard_similarity
 from probekit.probes.linear import standardize
-from probekit.probes.multilabel import fit_ovr_logistic, knn_tag_scores, neighbour_jaccard
+from probekit.probes.multilabel import fit_ovr_logistic, knn_tag_scores
 from probekit.probes.tagging import mean_average_precision
 
 
@@ -152,10 +152,10 @@ def test_jaccard_similarity_and_neighbour_agreement_by_hand():
     tags = np.zeros((40, 3), bool)
     tags[:20, [0, 1]] = True
     tags[20:, 2] = True
-    assert neighbour_jaccard(X, tags, k=5) == pytest.approx(1.0)
-    assert neighbour_jaccard(X, tags, k=5, sample_size=7) == pytest.approx(1.0)
+    agreement = probekit.diagnose(X, tags=tags)["neighbour_jaccard"]  # 10 nearest others
+    assert agreement == pytest.approx(1.0)
     shuffled = tags[np.random.default_rng(1).permutation(40)]
-    assert neighbour_jaccard(X, shuffled, k=5) < 0.8
+    assert probekit.diagnose(X, tags=shuffled)["neighbour_jaccard"] < 0.8
 
 
 def test_cli_multilabel_from_text_and_from_a_matrix(tmp_path):

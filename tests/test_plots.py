@@ -11,8 +11,8 @@ from click.testing import CliRunner
 import probekit
 from conftest import gaussian_classes
 from probekit import Report
-from probekit.render import plots
 from probekit.cli import cli
+from probekit.render import plots
 from probekit.render.html import _key_value_table, render, render_figures, write_html
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -5,8 +5,8 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from probekit.probes import tagging
 from probekit.errors import InputError
+from probekit.probes import tagging
 from probekit.probes.tagging import (
     TaggingScores,
     average_precision,

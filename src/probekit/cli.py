@@ -566,9 +566,9 @@ def _run_both(inputs, test_a, test_b, test_labels, *, key, label_key, label_colu
     the CKA of the two spaces on their shared rows."""
     from probekit.arrays import to_float32
     from probekit.data import load_embeddings
-    from probekit.validate import check_lengths
     from probekit.dual import dual_probe
     from probekit.geometry.cka import cka
+    from probekit.validate import check_lengths
 
     if (test_a is None) != (test_labels is None) or (test_b is None) != (test_labels is None):
         raise InputError("give --test-embeddings-a, --test-embeddings-b and --test-labels "

@@ -16,27 +16,19 @@ a paired test on different samples would be meaningless.
 
 from __future__ import annotations
 
-import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from probekit.errors import InputError
 from probekit.geometry import GOOD_DIRECTION
 from probekit.probes.metrics import mcnemar_exact, paired_difference_ci
-from probekit.report import Report
+
+if TYPE_CHECKING:  # reports are read as plain data; nothing is imported upward
+    from probekit.report import Report
 
 PAIRING_KEYS = ("correct_linear", "correct_knn", "correct_knn_settings", "pairing_linear",
                 "pairing_knn")
-
-
-def pairing_hash(test_codes: np.ndarray, class_names, test_rows: np.ndarray | None) -> str:
-    """What identifies a test set for pairing: its labels in order, the class names and the
-    rows drawn (None for a given test set)."""
-    digest = hashlib.sha256(np.ascontiguousarray(test_codes, dtype="<i8").tobytes())
-    digest.update(repr(list(class_names)).encode())
-    if test_rows is not None:
-        digest.update(np.ascontiguousarray(test_rows, dtype="<i8").tobytes())
-    return digest.hexdigest()
 
 
 def compare_reports(a: Report, b: Report, *, n_bootstrap: int = 1000, seed: int = 0):

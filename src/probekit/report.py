@@ -19,10 +19,8 @@ import numpy as np
 
 from probekit.errors import InputError
 from probekit.files import write_atomically
-
-SCORE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
-TAG_KEYS = ("map", "roc_auc", "d_prime", "d_prime_macro_auc", "micro_f1", "macro_f1",
-            "micro_f1_tuned", "macro_f1_tuned")
+from probekit.probes.metrics import SCORE_KEYS
+from probekit.probes.tagging import TAG_KEYS
 
 
 @dataclass(frozen=True)

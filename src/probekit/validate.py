@@ -159,3 +159,16 @@ def check_printable(labels: np.ndarray, name: str) -> None:
     if bad:
         raise InputError(f"{name}: {len(bad)} label(s) hold control characters, e.g. "
                          f"{bad[0]!r}; labels must be printable text")
+
+
+def check_tags(Y, *, name: str = "labels") -> np.ndarray:
+    """An (N, C) 0/1 tag matrix as bool; one-line errors otherwise."""
+    Y = np.asarray(Y)
+    if Y.ndim != 2 or Y.shape[1] < 1:
+        raise InputError(f"multi-label {name} must be an N x C 0/1 matrix, got shape {Y.shape}")
+    if Y.dtype != bool:
+        if not np.issubdtype(Y.dtype, np.number):
+            raise InputError(f"multi-label {name} must be numeric 0/1, got dtype {Y.dtype}")
+        if not np.isin(Y, (0, 1)).all():
+            raise InputError(f"multi-label {name} must hold only 0 and 1")
+    return Y.astype(bool)

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from probekit.arrays import unit_rows
-from probekit.labels import encode_labels
-from probekit.validate import check_embeddings, check_labels, check_lengths
 from probekit.errors import InputError
 from probekit.geometry import clusters, graph, pairwise, spectrum
+from probekit.labels import encode_labels
 from probekit.neighbours import Neighbours, check_metric, prepare_vectors, search
+from probekit.validate import check_embeddings, check_labels, check_lengths
 
 NEIGHBOURHOOD_K = 10
 MLE_K = 20
@@ -147,7 +147,7 @@ def diagnose(
     needed = (MLE_K + 2 if "mle_intrinsic_dim" in extras else NEIGHBOURHOOD_K) * copies
     k = min(X.shape[0] - 1, needed + copies - 1)
     found = search(vectors, vectors, k, metric=metric, exclude_self=True, backend=backend)
-    shape = geometry(X, codes, n_classes=n_classes, graph=Graph(
+    shape = describe(X, codes, n_classes=n_classes, graph=Graph(
         found, vectors, vectors, codes, codes, metric, True, ids), sample_size=sample_size,
         seed=seed, extra=extras, backend=backend)
     if tags is None:
@@ -170,7 +170,7 @@ def check_extras(extra: Iterable[str]) -> tuple[str, ...]:
     return chosen
 
 
-def geometry(
+def describe(
     X: np.ndarray,
     codes: np.ndarray | None,
     *,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from probekit.validate import check_embeddings
 from probekit.errors import InputError
+from probekit.validate import check_embeddings
 
 
 def _hsic(X: np.ndarray, Y: np.ndarray, debiased: bool) -> float:

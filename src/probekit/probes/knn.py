@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from probekit import neighbours
-from probekit.labels import encode_labels
-from probekit.validate import check_dataset, check_same_dimensions
 from probekit.errors import InputError
+from probekit.labels import encode_labels
 from probekit.probes.metrics import ClassificationScores, bootstrap_ci, classification_scores
+from probekit.validate import check_dataset, check_same_dimensions
 
 DEFAULT_K = (1, 5, 10, 20, 50, 100)
 DEFAULT_TEMPERATURE = 0.07

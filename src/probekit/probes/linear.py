@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from probekit.arrays import float32_limit, row_blocks
-from probekit.labels import encode_labels
-from probekit.validate import check_dataset, check_same_dimensions
 from probekit.errors import InputError
+from probekit.labels import encode_labels
 from probekit.probes.metrics import ClassificationScores, bootstrap_ci, classification_scores
 from probekit.splits import stratified_holdout
+from probekit.validate import check_dataset, check_same_dimensions
 
 DEFAULT_C_GRID = tuple(float(c) for c in np.logspace(-4, 4, 9))
 DEFAULT_VAL_SIZE = 0.1

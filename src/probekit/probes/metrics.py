@@ -23,6 +23,7 @@ import numpy as np
 
 from probekit.errors import InputError
 
+SCORE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
 TOP5_MIN_CLASSES = 10  # top-5 accuracy is reported only when there are at least this many classes
 _BOOTSTRAP_ELEMENTS = 1 << 23  # resample counts per block
 

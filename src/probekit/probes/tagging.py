@@ -21,6 +21,8 @@ from scipy.special import ndtri
 
 from probekit.errors import InputError
 
+TAG_KEYS = ("map", "roc_auc", "d_prime", "d_prime_macro_auc", "micro_f1", "macro_f1",
+            "micro_f1_tuned", "macro_f1_tuned")
 _BLOCK_ELEMENTS = 1 << 21  # (tags x samples) elements sorted at once
 _CHUNK_BINS = 1 << 12  # bins (of whole tags) per bootstrap chunk
 _RESAMPLE_BLOCK = 16  # bootstrap resamples per sparse product

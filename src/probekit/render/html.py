@@ -167,17 +167,17 @@ def _tag_table(report: Report) -> str:
     rows += [("kNN", f"k={k} weighted", scores, int(k) == best["k"])
              for k, scores in report.knn["weighted"].items()]
 
-    def percent(value):
+    def cell(value):
         return "–" if value is None else percent(value)
 
     lines = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for probe, setting, scores, is_best in rows:
         d_prime = scores.get("d_prime")
-        cells = [probe, setting, percent(scores["map"]),
-                 f"[{percent(scores['ci95'][0])}, {percent(scores['ci95'][1])}]",
-                 percent(scores.get("roc_auc")), "–" if d_prime is None else f"{d_prime:.2f}",
-                 percent(scores.get("micro_f1")), percent(scores.get("macro_f1")),
-                 percent(scores.get("micro_f1_tuned")), percent(scores.get("macro_f1_tuned"))]
+        cells = [probe, setting, cell(scores["map"]),
+                 f"[{cell(scores['ci95'][0])}, {cell(scores['ci95'][1])}]",
+                 cell(scores.get("roc_auc")), "–" if d_prime is None else f"{d_prime:.2f}",
+                 cell(scores.get("micro_f1")), cell(scores.get("macro_f1")),
+                 cell(scores.get("micro_f1_tuned")), cell(scores.get("macro_f1_tuned"))]
         lines.append(f"<tr{' class=best' if is_best else ''}>"
                      + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return "\n".join(lines) + "</table>"
