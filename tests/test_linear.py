@@ -121,7 +121,7 @@ def test_string_labels_and_bad_calls():
 
 
 def test_lbfgs_solves_a_convex_quadratic():
-    from probekit.probes.linear import lbfgs
+    from probekit.probes.lbfgs import lbfgs
 
     rng = np.random.default_rng(0)
     M = rng.normal(size=(30, 30))

@@ -12,6 +12,7 @@ import probekit
 from conftest import gaussian_classes
 from probekit import Report
 from probekit.cli import cli
+from probekit.geometry import projection
 from probekit.render import plots
 from probekit.render.html import _key_value_table, render, render_figures, write_html
 
@@ -82,7 +83,7 @@ def test_projection_info_and_pca_fallback(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_umap)
-    arrays, info = plots.project_2d(X, y, is_test, seed=0)
+    arrays, info = projection.project_2d(X, y, is_test, seed=0)
     assert info["method"] == "PCA" and "umap extra" in info["warning"]
     assert arrays["projection_xy"].shape == (300, 2)
     assert 0.5 < info["trustworthiness"] <= 1.0
@@ -91,7 +92,7 @@ def test_projection_info_and_pca_fallback(monkeypatch):
 
 def test_projection_samples_large_inputs_by_class():
     codes = np.repeat(np.arange(4), [5000, 3000, 1500, 500])
-    rows = plots._stratified_sample(codes, 2000, seed=0)
+    rows = projection.stratified_sample(codes, 2000, seed=0)
     counts = np.bincount(codes[rows])
     assert abs(len(rows) - 2000) <= 4 and counts.tolist() == [1000, 600, 300, 100]
 
@@ -348,7 +349,7 @@ def test_confusions_in_words(report):
             == "25.0 % of ‘class 3’ predicted as ‘class 5’")
     figure = plots.confusion(report)
     caption = " ".join(text.get_text() for text in figure.texts)
-    key, _ = plots._better_probe(report)
+    key, _ = plots.better_probe(report)
     names = [str(name) for name in report.input["classes"]]
     first = plots.largest_confusions(report.arrays[key], names)[0]
     assert plots.confusion_phrase(*first[:3]) in caption and "→" not in caption
@@ -379,7 +380,7 @@ def test_umap_kernels_are_cached_on_disk():
     pytest.importorskip("umap")
     from numba.core.caching import NullCache
 
-    cached = plots.cache_umap_kernels()
+    cached = projection.cache_umap_kernels()
     assert "umap.umap_.smooth_knn_dist" in cached
     assert "umap.layouts._nb_optimize_layout_euclidean_single_epoch" in cached
     import importlib
@@ -395,18 +396,18 @@ def test_umap_runs_on_exact_neighbours_without_warnings():
     import warnings
 
     X, y = gaussian_classes(200, 8, 4, separation=3.0, seed=12)
-    indices, distances = plots._cosine_neighbours(X, 5)
+    indices, distances = projection.cosine_neighbours(X, 5)
     assert indices.shape == distances.shape == (200, 5)
     assert (indices[:, 0] == np.arange(200)).all() and np.allclose(distances[:, 0], 0, atol=1e-6)
     assert (np.diff(distances, axis=1) >= 0).all()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        arrays, info = plots.project_2d(X, y, np.arange(200) % 5 == 0, seed=0)
+        arrays, info = projection.project_2d(X, y, np.arange(200) % 5 == 0, seed=0)
     assert info["method"] == "UMAP (cosine)" and info["trustworthiness"] > 0.9
     assert not [w for w in caught if "precomputed_knn" in str(w.message)]
     zero = X.copy()
     zero[3] = 0.0  # cosine neighbours undefined: umap-learn searches itself
-    assert plots._cosine_neighbours(zero, 5) == (None, None, None)
+    assert projection.cosine_neighbours(zero, 5) == (None, None, None)
 
 
 def test_html_of_tags_names_the_map_metric():

@@ -384,9 +384,9 @@ def paired_tests(seed: int, reports: dict) -> list[dict]:
 def knn_curves(reports: dict, path: Path) -> None:
     """kNN (weighted) accuracy against k of all four conditions, with the linear probe of each
     as a dashed line."""
-    from probekit.render.plots import OKABE_ITO, _pyplot, figure_style
+    from probekit.render.plots import OKABE_ITO, figure_style, pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     with figure_style():
         fig, ax = plt.subplots(figsize=(7.5, 4.8))
         for colour, (condition, report) in zip(OKABE_ITO, reports.items(), strict=False):

@@ -8,19 +8,19 @@ local cluster structure) with confidence intervals, in one report.
 >>> print(report.to_markdown())                               # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
-
-from probekit.data import load_embeddings, load_labels  # noqa: E402
-from probekit.dual import dual_probe  # noqa: E402
-from probekit.errors import InputError  # noqa: E402
-from probekit.geometry import Geometry, diagnose  # noqa: E402
-from probekit.geometry.cka import cka  # noqa: E402
-from probekit.layers import LayerwiseReport, dual_probe_layers  # noqa: E402
-from probekit.probes.knn import KNNResult, knn_probe  # noqa: E402
-from probekit.probes.linear import LinearResult, linear_probe  # noqa: E402
-from probekit.report import Report  # noqa: E402
+from probekit.data import load_embeddings, load_labels
+from probekit.dual import dual_probe
+from probekit.errors import InputError
+from probekit.geometry import Geometry, diagnose
+from probekit.geometry.cka import cka
+from probekit.layers import LayerwiseReport, dual_probe_layers
+from probekit.probes.knn import KNNResult, knn_probe
+from probekit.probes.linear import LinearResult, linear_probe
+from probekit.report import Report
+from probekit.version import __version__
 
 __all__ = [
+    "__version__",
     "Geometry",
     "InputError",
     "KNNResult",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probekit import __version__
+from probekit.version import __version__
 from probekit.dual import dual_probe
 from probekit.errors import InputError
 from probekit.report import Report, write_atomically

@@ -119,7 +119,7 @@ def render_figures(report: Report, dpi: int = 110) -> dict[str, bytes]:
     """Every figure the report has data for, as PNG bytes."""
     from probekit.render import plots
 
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     out = {}
     for name in plots.FIGURES:
         if not plots.has_data(report, name):
@@ -137,9 +137,9 @@ def render_figures(report: Report, dpi: int = 110) -> dict[str, bytes]:
 def _confusions(report: Report) -> str:
     """The largest confusions of the better probe, in words (the matrix stops naming classes
     above 50 of them)."""
-    from probekit.render.plots import _better_probe, confusion_phrase, largest_confusions
+    from probekit.render.plots import better_probe, confusion_phrase, largest_confusions
 
-    key, title = _better_probe(report)
+    key, title = better_probe(report)
     if key not in report.arrays:
         return ""
     names = [str(name) for name in report.input["classes"]]

@@ -1,17 +1,15 @@
-"""Figures of a dual-probe report, and the 2-D projection they show.
+"""Figures of a dual-probe report.
 
 Every figure function takes a :class:`~probekit.report.Report` (with its ``arrays``, i.e. made
 by ``dual_probe`` or loaded with :meth:`Report.load`) and returns a matplotlib ``Figure`` to
 restyle or save. :func:`write_figures` writes them all. matplotlib is imported here only (the
-CLI runs it headless on Agg); umap-learn only inside :func:`project_2d`.
+CLI runs it headless on Agg); the 2-D map itself is computed by
+:func:`probekit.geometry.projection.project_2d`.
 
 Colours: the Okabe–Ito palette (colour-blind safe) for lines and up to 8 classes; for 9 to 20
 classes :data:`DISTINCT_20`, 20 colours kept apart and dark enough for a white background (no
 20 colours can all stay apart for colour-blind readers, so the map then also names each class
 at its centre); above 20 classes and for matrices the perceptually uniform ``cividis`` map.
-
-UMAP compiles its numba kernels on first use; :func:`project_2d` turns on numba's on-disk cache
-for the ones umap-learn does not cache itself, so only the first map on a machine pays for it.
 """
 
 from __future__ import annotations
@@ -34,159 +32,16 @@ DISTINCT_20 = ("#E6194B", "#3CB44B", "#4363D8", "#F58231", "#911EB4", "#43B1FF",
                "#800000", "#B1A6E9", "#006437", "#904364", "#906FB1", "#B1B16F")
 NEUTRAL = "#666666"  # legend entries that explain a marker rather than a class
 LEGEND_MAX = 20  # classes named in a legend; above, a colour bar and names at the centroids
-PROJECTION_MAX = 20_000  # points drawn; above, a stratified seeded sample
-# UMAP's optimisation epochs: umap-learn's own choice above 10,000 rows, 500 below, where it is
-# the larger half of a map's time; 200 keep the map's trustworthiness (0.988 vs 0.989 on
-# scikit-learn's digits) at 40 % of the time
-UMAP_EPOCHS = 200
 FIGURES = ("projection", "knn_curve", "confusion", "per_class", "similarity", "spectrum",
            "k_occurrence")
 
 
-def _pyplot():
+def pyplot():
     """pyplot, with whatever backend is active (the CLI sets MPLBACKEND=Agg; a notebook keeps
     its own; a machine without a display falls back to Agg by itself)."""
     import matplotlib.pyplot as plt
 
     return plt
-
-
-# ---------------------------------------------------------------------------- projection
-
-
-def project_2d(X: np.ndarray, codes: np.ndarray, is_test: np.ndarray, *, seed: int = 0,
-               max_points: int = PROJECTION_MAX) -> tuple[dict, dict]:
-    """A 2-D map of the rows: UMAP (cosine, seeded) when umap-learn is installed, else PCA of
-    the L2-normalised rows.
-
-    Above ``max_points`` rows a stratified seeded sample is drawn. UMAP is given the exact cosine
-    neighbours (:func:`probekit.neighbours.search`) rather than searching for them itself, and
-    numba's on-disk cache is turned on for its kernels (:func:`cache_umap_kernels`). The
-    trustworthiness of the map (scikit-learn, 5 neighbours, on at most 2000 of the drawn
-    points) says how far to trust it. Returns ``(arrays, info)``: ``projection_xy``,
-    ``projection_codes``, ``projection_is_test``, and ``{"method", "n_points", "n_rows",
-    "trustworthiness", "seed", "epochs", "warning"}``.
-    """
-    from sklearn.manifold import trustworthiness
-
-    from probekit.arrays import unit_rows
-    from probekit.errors import install_hint
-
-    rows = _stratified_sample(codes, max_points, seed)
-    data = unit_rows(X, rows)  # the map is of directions (cosine), at any scale of the rows
-    warning = None
-    try:
-        import umap  # noqa: F401
-    except ImportError:
-        umap = None
-        warning = (f"UMAP needs the umap extra ({install_hint('umap')}); the map is a PCA "
-                   "projection of the L2-normalised rows")
-    if umap is not None and len(rows) > 15:
-        xy = _umap(data, seed)
-        method = "UMAP (cosine)"
-    else:
-        from sklearn.decomposition import PCA
-
-        xy = PCA(n_components=2, random_state=seed).fit_transform(data)
-        method = "PCA"
-    check = _stratified_sample(codes[rows], 2000, seed)
-    neighbours = max(1, min(5, len(check) // 2 - 1))
-    trust = float(trustworthiness(data[check], xy[check], n_neighbors=neighbours))
-    arrays = {"projection_xy": np.asarray(xy, dtype=np.float32),
-              "projection_codes": codes[rows], "projection_is_test": is_test[rows]}
-    info = {"method": method, "n_points": int(len(rows)), "n_rows": int(len(codes)),
-            "trustworthiness": trust, "seed": seed,
-            "epochs": UMAP_EPOCHS if method.startswith("UMAP") else None, "warning": warning}
-    return arrays, info
-
-
-def _umap(data: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
-    """UMAP (cosine, seeded, one thread, :data:`UMAP_EPOCHS` epochs) of ``data``, on its exact
-    cosine neighbours.
-
-    Left to itself, umap-learn computes the cosine distances of fewer than 4096 rows by calling
-    a numba function once per pair from Python (seconds for 2000 rows), and runs an
-    approximate search (pynndescent) above that; both give way to one exact search here.
-    """
-    import warnings
-
-    from umap import UMAP
-
-    cache_umap_kernels()
-    n_neighbors = min(n_neighbors, len(data) - 1)
-    knn = _cosine_neighbours(data, n_neighbors)
-    model = UMAP(n_components=2, metric="cosine", random_state=seed, n_jobs=1,
-                 n_neighbors=n_neighbors, n_epochs=UMAP_EPOCHS, precomputed_knn=knn)
-    with warnings.catch_warnings():  # no search index is kept: the map never transforms
-        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
-        return model.fit_transform(data)
-
-
-def _cosine_neighbours(data: np.ndarray, k: int) -> tuple:
-    """``(indices, cosine distances)`` of each row's ``k`` nearest rows, itself included (as
-    umap-learn's own search returns them); ``(None, None, None)``, umap-learn's "search
-    yourself", when some row is all zeros."""
-    from probekit.errors import InputError
-    from probekit.neighbours import prepare_vectors, search
-
-    try:
-        vectors = prepare_vectors(data, metric="cosine")
-    except InputError:  # zero rows: umap-learn's cosine handles them its own way
-        return (None, None, None)
-    found = search(vectors, vectors, k, metric="cosine")
-    distances = np.maximum(1.0 - found.similarities, 0.0).astype(np.float32)
-    return (found.indices, distances)
-
-
-# umap-learn's numba kernels that a map compiles and that umap-learn does not mark cache=True
-# (its own search's kernels included, for the rows the exact search cannot take)
-UMAP_KERNELS = {"umap.umap_": ("smooth_knn_dist", "compute_membership_strengths"),
-                "umap.layouts": ("clip", "_nb_optimize_layout_euclidean_single_epoch"),
-                "umap.utils": ("fast_knn_indices",), "umap.distances": ("cosine",)}
-
-
-def cache_umap_kernels() -> list[str]:
-    """Turn on numba's on-disk cache for umap-learn's kernels in :data:`UMAP_KERNELS`.
-
-    They are compiled on every run otherwise (about 10 s). numba keeps the cache in the
-    ``__pycache__`` folder beside umap-learn's source when that is writable, else in the
-    user's cache folder (``~/.cache/numba``), or in ``NUMBA_CACHE_DIR`` when it is set; with
-    no writable place the kernels are compiled as before. Returns the kernels now cached.
-    """
-    import importlib
-
-    try:
-        from numba.core.caching import NullCache
-    except ImportError:  # a numba whose internals moved: leave the kernels as they are
-        return []
-    cached = []
-    for module_name, names in UMAP_KERNELS.items():
-        module = importlib.import_module(module_name)
-        for name in names:
-            kernel = getattr(module, name, None)
-            if kernel is None or not hasattr(kernel, "enable_caching"):
-                continue  # another umap-learn version
-            if isinstance(getattr(kernel, "_cache", None), NullCache):
-                try:
-                    kernel.enable_caching()
-                except RuntimeError:  # no writable cache folder: compile as before
-                    continue
-            cached.append(f"{module_name}.{name}")
-    return cached
-
-
-def _stratified_sample(codes: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Sorted seeded sample of about ``size`` rows keeping each class's share (all rows when
-    there are no more than ``size``)."""
-    if len(codes) <= size:
-        return np.arange(len(codes))
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for c in np.unique(codes):
-        members = np.flatnonzero(codes == c)
-        take = max(1, int(round(size * len(members) / len(codes))))
-        chosen.append(rng.choice(members, size=min(take, len(members)), replace=False))
-    return np.sort(np.concatenate(chosen))
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -199,7 +54,7 @@ def class_colours(n: int) -> list:
         return list(_OKABE_ITO_CLASSES[:n])
     if n <= LEGEND_MAX:
         return list(DISTINCT_20[:n])
-    cmap = _pyplot().get_cmap("cividis")
+    cmap = pyplot().get_cmap("cividis")
     return [cmap(value) for value in np.linspace(0.0, 1.0, n)]
 
 
@@ -230,7 +85,7 @@ def projection(report):
     classes (where colours alone no longer carry) each class named at its centre, with a colour
     bar above 20."""
     _need(report, "projection_xy", "projection_codes", "projection_is_test")
-    plt = _pyplot()
+    plt = pyplot()
     xy, codes = report.arrays["projection_xy"], report.arrays["projection_codes"]
     is_test = report.arrays["projection_is_test"].astype(bool)
     names = _names(report)
@@ -295,7 +150,7 @@ def _class_legend(ax, colours: list, labels: list[str]) -> None:
 
 
 def _colour_bar(fig, ax, n: int) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     cmap = plt.get_cmap("cividis", n)
     mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(-0.5, n - 0.5))
     bar = fig.colorbar(mappable, ax=ax, fraction=0.04, pad=0.02)
@@ -344,7 +199,7 @@ umap = projection  # the name the issue and the README use: probekit.render.plot
 def knn_curve(report):
     """kNN accuracy against k for both votes with their 95 % bootstrap bands, and the linear
     probe as a horizontal line with its band: the dual probe in one picture."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     metric = report.main_metric
     ks = [int(k) for k in report.knn[report.votes[0]]]
@@ -386,7 +241,7 @@ def layer_curve(layerwise):
     """Linear and best-kNN accuracy of every layer of a
     :class:`~probekit.layers.LayerwiseReport`, with their 95 % bootstrap bands: where in the
     network the task information peaks."""
-    plt = _pyplot()
+    plt = pyplot()
     frame = layerwise.to_frame()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(frame) + 3), 4.6))
     x = frame["index"].to_numpy()
@@ -416,7 +271,7 @@ def write_layer_curve(layerwise, directory, *, fmt: str = "png", dpi: int = 150)
     """Write :func:`layer_curve` to ``directory/layers.<fmt>`` (deterministic bytes)."""
     if fmt not in ("png", "svg", "pdf"):
         raise ValueError(f"figure format must be png, svg or pdf, got {fmt}")
-    plt = _pyplot()
+    plt = pyplot()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"layers.{fmt}"
@@ -436,7 +291,7 @@ def _save(fig, path: Path, fmt: str, dpi: int) -> None:
                                                       bbox_inches="tight"))
 
 
-def _better_probe(report) -> tuple[str, str]:
+def better_probe(report) -> tuple[str, str]:
     best, metric = report.knn["best"], report.main_metric
     if report.linear[metric] >= best[metric]:
         return "confusion_linear", f"linear probe (C={report.linear['C']:g})"
@@ -453,12 +308,12 @@ def confusion(report, probe: str | None = None):
     of the :data:`CONFUSION_SHOWN` classes with the most errors is drawn (rows and columns of
     those classes; their shares are of each whole class). The largest confusions are in the
     caption."""
-    key, title = _better_probe(report)
+    key, title = better_probe(report)
     if probe is not None:
         key = {"linear": "confusion_linear", "knn": "confusion_knn"}[probe]
         title = "linear probe" if probe == "linear" else "best kNN setting"
     _need(report, key)
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import PowerNorm
 
     pairs = report.arrays[key]
@@ -563,7 +418,7 @@ def per_class(report):
     """Per-class accuracy of the linear probe and of the best kNN setting, sorted by how much
     the kNN probe loses (the classes whose local structure is mixed come first)."""
     _need(report, "confusion_linear", "confusion_knn")
-    plt = _pyplot()
+    plt = pyplot()
     names = _names(report)
     linear = 100 * per_class_recall(report.arrays["confusion_linear"], len(names))
     knn = 100 * per_class_recall(report.arrays["confusion_knn"], len(names))
@@ -609,7 +464,7 @@ def similarity(report):
     """Histograms of the cosine similarity of same-class and different-class pairs (sampled),
     with their means and the gap between them marked."""
     _need(report, "similarity_edges", "similarity_same", "similarity_different")
-    plt = _pyplot()
+    plt = pyplot()
     edges = report.arrays["similarity_edges"]
     centres = (edges[:-1] + edges[1:]) / 2
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -649,7 +504,7 @@ def spectrum(report):
     """Singular values of the centred training embeddings (log scale) against their rank,
     with the PCA dimensions for 90 % and 99 % of the variance and RankMe."""
     _need(report, "singular_values")
-    plt = _pyplot()
+    plt = pyplot()
     values = report.arrays["singular_values"]
     values = values[values > values.max(initial=0) * 1e-12]
     ranks = np.arange(1, len(values) + 1)
@@ -683,7 +538,7 @@ def k_occurrence(report):
     """Histogram of the k-occurrence N_k (how often a row is among others' 10 nearest
     neighbours): a long right tail means hubs, a tall bar at 0 means anti-hubs."""
     _need(report, "k_occurrence")
-    plt = _pyplot()
+    plt = pyplot()
     counts = report.arrays["k_occurrence"]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     ax.hist(counts, bins=np.arange(counts.max() + 2) - 0.5, color=OKABE_ITO[1],
@@ -708,7 +563,7 @@ def write_figures(report, directory, *, fmt: str = "png", dpi: int = 150) -> lis
     (png, svg or pdf; deterministic bytes for a given report). Returns the paths written."""
     if fmt not in ("png", "svg", "pdf"):
         raise ValueError(f"figure format must be png, svg or pdf, got {fmt}")
-    plt = _pyplot()
+    plt = pyplot()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     makers = {"projection": projection, "knn_curve": knn_curve, "confusion": confusion,
