@@ -1,5 +1,5 @@
 """Geometry diagnostics against closed forms, scikit-learn and hand-computed cases
-(the known truths of geometry-reference.md)."""
+(the known truths listed in docs/geometry.md)."""
 
 import numpy as np
 import pytest

@@ -126,3 +126,16 @@ def test_euclidean_is_exact_on_data_far_from_the_origin(backend):
                              metric="euclidean", backend=backend)
     _, ref_idx = brute_force(queries, database, 5, "euclidean")
     assert np.mean(found.indices[:, 0] == ref_idx[:, 0]) > 0.95
+
+
+def test_naming_a_cpu_backend_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from probekit import neighbours as n; "
+            "v = n.prepare_vectors(np.eye(4) + 1, metric='cosine'); "
+            "n.search(v, v, 2, backend='faiss-cpu'); n.search(v, v, 2, backend='numpy'); "
+            "print('torch' in sys.modules)")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.stdout.strip() == "False", completed.stderr

@@ -467,7 +467,6 @@ def main(argv=None) -> int:
     except (ImportError, ValueError, FileNotFoundError) as error:
         log(f"error: {error}")
         return 2
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     tick = time.perf_counter()
     cache = cached_splits(data, front, args.max_seconds, top.sample_rate
                           if front is None else front.sample_rate)

@@ -39,7 +39,9 @@ BACKENDS = ("auto", "faiss-cpu", "faiss-gpu", "torch", "numpy")
 _QUERY_CHUNK = 16384  # queries per faiss call; bounds the result buffers and paces progress
 _SCORE_ELEMENTS = 1 << 25  # 128 MiB of float32 similarities per numpy/torch block
 
-Progress = Callable[[int, int], None]
+Counter = Callable[[int, int], None]
+"""``counter(done, total)``: called as the queries of one search are done (the orchestration
+wraps it into its stage-aware ``Progress``)."""
 
 
 @dataclass(frozen=True)
@@ -132,41 +134,52 @@ def _zero_rows_message(count: int, total: int, name: str) -> str:
 
 def available_backends() -> list[str]:
     """Backends that can run on this machine, best first (torch on CUDA before faiss-cpu,
-    torch on a CPU after it)."""
-    found = []
+    torch on a CPU after it). Imports torch to find out."""
     faiss = _import_faiss()
-    if faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
-        found.append("faiss-gpu")
     torch = _import_torch()
     cuda = torch is not None and _nvidia_device_present() and torch.cuda.is_available()
-    if cuda:
-        found.append("torch")
-    if faiss is not None:
-        found.append("faiss-cpu")
-    if torch is not None and not cuda:
-        found.append("torch")
-    found.append("numpy")
-    return found
+    found = ["faiss-gpu"] if _faiss_gpu_usable(faiss) else []
+    found += ["torch"] if cuda else []
+    found += ["faiss-cpu"] if faiss is not None else []
+    found += ["torch"] if torch is not None and not cuda else []
+    return found + ["numpy"]
+
+
+def _faiss_gpu_usable(faiss) -> bool:
+    """A faiss build with GPU support and a GPU; the cheap device check comes first (faiss's
+    own GPU count can abort the process on a machine with the GPU build and no driver)."""
+    return (faiss is not None and hasattr(faiss, "StandardGpuResources")
+            and _nvidia_device_present() and faiss.get_num_gpus() > 0)
+
+
+def _available(name: str) -> bool:
+    """Whether the one backend ``name`` can run (torch is imported only when it is asked)."""
+    if name == "faiss-cpu":
+        return _import_faiss() is not None
+    if name == "faiss-gpu":
+        return _faiss_gpu_usable(_import_faiss())
+    if name == "torch":
+        return _import_torch() is not None
+    return name == "numpy"
 
 
 def resolve_backend(backend: str = "auto") -> str:
     """The concrete backend ``backend`` names; ``"auto"`` picks the best available one, except
-    that torch on a CPU is only used when asked for by name. On a machine without an NVIDIA
-    device ``"auto"`` never imports torch (importing it costs seconds)."""
+    that torch on a CPU is only used when asked for by name. Torch is imported only for the
+    torch backend or, by ``"auto"``, on a machine with an NVIDIA device (importing it costs
+    seconds)."""
     if backend not in BACKENDS:
         raise InputError(f"unknown search backend '{backend}': choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
         faiss = _import_faiss()
-        if faiss is not None and hasattr(faiss, "StandardGpuResources") \
-                and faiss.get_num_gpus() > 0:
+        if _faiss_gpu_usable(faiss):
             return "faiss-gpu"
         if _nvidia_device_present():
             torch = _import_torch()
             if torch is not None and torch.cuda.is_available():
                 return "torch"
         return "faiss-cpu" if faiss is not None else "numpy"
-    found = available_backends()
-    if backend not in found:
+    if not _available(backend):
         extra = {"faiss-cpu": "pip install faiss-cpu", "faiss-gpu": f"{install_hint('gpu')} "
                  "on a machine with a CUDA GPU", "torch": install_hint("tuner")}[backend]
         raise InputError(f"search backend '{backend}' is not available here ({extra})")
@@ -181,7 +194,7 @@ def search(
     metric: str = "cosine",
     exclude_self: bool = False,
     backend: str = "auto",
-    progress: Progress | None = None,
+    progress: Counter | None = None,
 ) -> Neighbours:
     """Exact k nearest neighbours of every query row in ``database``.
 

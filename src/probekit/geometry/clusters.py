@@ -5,7 +5,7 @@ second sums the residuals ``z - mu_y`` (scatter, spread, their projection on the
 the class means) and classifies every row by its nearest class mean. Every diagnostic below is
 an exact function of those sums.
 
-Notation (``geometry-reference.md``): ẑ = z/‖z‖, S = Σ ẑᵢ, S_c = Σ_{i∈c} ẑᵢ, μ_c the class
+Notation (as in ``docs/geometry.md``): ẑ = z/‖z‖, S = Σ ẑᵢ, S_c = Σ_{i∈c} ẑᵢ, μ_c the class
 means of the raw rows, μ_G the unweighted mean of the class means, M̃ = [μ_c − μ_G] (C x D).
 """
 

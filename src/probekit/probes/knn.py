@@ -209,7 +209,7 @@ def knn_predict(
     temperature: float = DEFAULT_TEMPERATURE,
     query_codes: np.ndarray | None = None,
     backend: str = "auto",
-    progress: neighbours.Progress | None = None,
+    progress: neighbours.Counter | None = None,
 ) -> KNNPredictions:
     """Search once for ``max(k)`` neighbours and vote for every k.
 
