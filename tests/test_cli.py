@@ -448,3 +448,106 @@ def test_diagnose_command_with_and_without_labels(files, tmp_path):
 def test_diagnose_bad_input_is_one_line(files, tmp_path):
     result = _runner().invoke(cli, ["diagnose", str(files["emb"]), "--extra", "umap"])
     _assert_one_error_line(result, 2, "unknown extra")
+
+
+# --------------------------------------------------------------------------------------------
+# one place turns errors into exit statuses: a bug is one line too
+
+
+def test_an_unexpected_exception_is_one_internal_error_line(files, monkeypatch):
+    import probekit.dual
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the probe\n  fell over")
+
+    monkeypatch.setattr(probekit.dual, "dual_probe", broken)
+    monkeypatch.delenv("PROBEKIT_DEBUG", raising=False)
+    result = _runner().invoke(cli, ["evaluate", str(files["emb"]), str(files["labels"])])
+    line = _assert_one_error_line(result, 1)
+    assert line == ("error: internal error: RuntimeError: the probe fell over (a bug: please "
+                    "report it; set PROBEKIT_DEBUG=1 for the traceback)")
+
+    monkeypatch.setenv("PROBEKIT_DEBUG", "1")
+    result = _runner().invoke(cli, ["evaluate", str(files["emb"]), str(files["labels"])])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.stdout == ""
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert "in broken" in result.stderr and "RuntimeError: the probe" in result.stderr
+    assert result.stderr.splitlines()[-1] == line
+
+
+def test_an_error_closes_the_progress_line_first(files, monkeypatch):
+    import probekit.cli
+    import probekit.dual
+    from probekit.errors import InputError
+
+    def failing(*args, progress, **kwargs):
+        progress("linear probe", 1, 3)
+        raise InputError("no good")
+
+    def on_a_terminal(self, enabled):
+        original(self, enabled)
+        self.enabled = enabled
+
+    original = probekit.cli._Progress.__init__
+    monkeypatch.setattr(probekit.cli._Progress, "__init__", on_a_terminal)
+    monkeypatch.setattr(probekit.dual, "dual_probe", failing)
+    result = _runner().invoke(cli, ["evaluate", str(files["emb"]), str(files["labels"])])
+    assert result.exit_code == 2
+    assert result.stderr == "\rlinear probe: 1/3\nerror: no good\n"
+
+
+REQUIRED = object()  # a required option: no default
+
+SHARED_OPTIONS = {  # command -> shared option -> its default (as the README documents them)
+    "evaluate": {"--test-labels": None, "--k": "1,5,10,20,50,100", "--metric": "cosine",
+                 "--temperature": 0.07, "--test-size": 0.2, "--seed": 0, "--backend": "auto",
+                 "--bootstrap": 1000, "--geometry": True, "--extra": "", "--key": None,
+                 "--label-key": None, "--label-column": None, "--out": None,
+                 "--plot-format": "png", "--html": None, "--multilabel": False,
+                 "--tag-separator": ";", "--quiet": False},
+    "diagnose": {"--metric": "cosine", "--seed": 0, "--extra": "", "--backend": "auto",
+                 "--key": None, "--label-key": None, "--label-column": None, "--out": None},
+    "plot": {"--out": REQUIRED, "--plot-format": "png", "--html": None},
+    "compare": {"--test-labels": None, "--k": "1,5,10,20,50,100", "--metric": "cosine",
+                "--test-size": 0.2, "--seed": 0, "--bootstrap": 1000, "--geometry": True,
+                "--key": None, "--label-key": None, "--label-column": None,
+                "--multilabel": False, "--tag-separator": ";", "--out": None,
+                "--quiet": False},
+    "demo": {"--out": Path("probekit-demo"), "--quiet": False},
+    "tune": {"--out": REQUIRED, "--epochs": 30, "--batch-size": 128, "--m": 4, "--lr": 3e-3,
+             "--temperature": 0.07, "--seed": 0, "--key": None, "--label-column": None,
+             "--quiet": False},
+    "finetune": {"--encoder": "ge2e", "--pooling": "mean", "--out": REQUIRED, "--epochs": 10,
+                 "--batch-size": 64, "--m": 4, "--lr": 1e-4, "--temperature": 0.07,
+                 "--max-seconds": None, "--device": "auto", "--amp": True, "--seed": 0,
+                 "--quiet": False},
+    "embed": {"--encoder": "ge2e", "--pooling": "mean", "--out": REQUIRED,
+              "--max-seconds": None, "--device": "auto", "--amp": True, "--quiet": False},
+    "manifest": {"--out": REQUIRED},
+}
+
+
+@pytest.mark.parametrize("command", sorted(SHARED_OPTIONS))
+def test_every_command_has_its_shared_options_with_the_documented_defaults(command):
+    import click
+
+    chosen = cli.commands[command]
+    context = click.Context(chosen)
+    options = {param.opts[0]: param for param in chosen.params
+               if isinstance(param, click.Option)}
+    for flag, default in SHARED_OPTIONS[command].items():
+        assert flag in options, (command, flag)
+        option = options[flag]
+        if default is REQUIRED:
+            assert option.required, (command, flag)
+        else:
+            assert not option.required and option.get_default(context) == default, (
+                command, flag, option.get_default(context))
+    if "--quiet" in options:
+        assert options["--quiet"].opts == ["--quiet", "-q"]
+    assert set(cli.commands) == set(SHARED_OPTIONS)
+    result = _runner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0
+    for flag in SHARED_OPTIONS[command]:
+        assert flag in result.stdout, (command, flag)
