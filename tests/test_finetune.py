@@ -1,5 +1,8 @@
 """`probekit finetune` / `probekit embed`: audio manifests -> a pre-trained encoder -> tuned
-embeddings that `probekit evaluate` reads, through the real training loop."""
+embeddings that `probekit evaluate` reads, through the real training loop.
+
+On the CPU, also on a machine with GPUs: every command gets ``--device cpu`` and the torchrun
+run an empty ``CUDA_VISIBLE_DEVICES``."""
 
 import importlib.util
 import json
@@ -77,7 +80,7 @@ def test_embed_keeps_order_and_train_mode():
     encoder.train()
     waves = AudioDatasetLike([np.sin(np.arange(n) / 7).astype(np.float32)
                               for n in (3000, 5000, 4000)])
-    rows = embed(encoder, waves, batch_size=2)
+    rows = embed(encoder, waves, batch_size=2, device="cpu")
     assert rows.shape == (3, 256) and rows.dtype == np.float32 and encoder.training
     with torch.no_grad():
         encoder.eval()
@@ -97,11 +100,13 @@ class AudioDatasetLike(AudioDataset):
         return self.waves[index], torch.tensor(0)
 
 
+@pytest.mark.slow
 @needs_ge2e
 def test_finetune_then_evaluate_end_to_end(clips, tmp_path):
     runner = CliRunner()
     base = runner.invoke(cli, ["embed", str(clips["train"]), str(clips["test"]), "--encoder",
-                               "ge2e", "--out", str(tmp_path / "base"), "-q"])
+                               "ge2e", "--device", "cpu", "--out", str(tmp_path / "base"),
+                               "-q"])
     assert base.exit_code == 0, (base.output, base.exception)
     assert np.load(tmp_path / "base" / "test.npy").shape == (12, 256)
 
@@ -109,7 +114,8 @@ def test_finetune_then_evaluate_end_to_end(clips, tmp_path):
     result = runner.invoke(cli, [
         "finetune", str(clips["train"]), "--val", str(clips["val"]), "--embed",
         str(clips["test"]), "--encoder", "ge2e", "--epochs", "2", "--batch-size", "12",
-        "--m", "4", "--lr", "1e-3", "--max-seconds", "0.5", "--out", str(out), "-q"])
+        "--m", "4", "--lr", "1e-3", "--max-seconds", "0.5", "--device", "cpu", "--out",
+        str(out), "-q"])
     assert result.exit_code == 0, (result.output, result.exception)
     log = json.loads((out / "log.json").read_text())
     assert [record["epoch"] for record in log["epochs"]] == [1, 2]
@@ -127,6 +133,7 @@ def test_finetune_then_evaluate_end_to_end(clips, tmp_path):
     assert "| linear |" in evaluated.output
 
 
+@pytest.mark.slow
 @needs_ge2e
 def test_finetune_probes_choose_the_checkpoint_that_embed_reloads(clips, tmp_path):
     runner = CliRunner()
@@ -134,13 +141,14 @@ def test_finetune_probes_choose_the_checkpoint_that_embed_reloads(clips, tmp_pat
     result = runner.invoke(cli, [
         "finetune", str(clips["train"]), "--val", str(clips["val"]), "--encoder", "ge2e",
         "--epochs", "2", "--batch-size", "12", "--m", "4", "--lr", "1e-3",
-        "--probe-metric", "knn_weighted@5", "--out", str(out), "-q"])
+        "--probe-metric", "knn_weighted@5", "--device", "cpu", "--out", str(out), "-q"])
     assert result.exit_code == 0, (result.output, result.exception)
     log = json.loads((out / "log.json").read_text())
     scores = [record["probe"]["knn_weighted@5"] for record in log["epochs"]]
     assert log["best"]["score"] == max(scores)
     again = runner.invoke(cli, ["embed", str(clips["val"]), "--encoder", "ge2e", "--checkpoint",
-                                str(out / "best.pt"), "--out", str(tmp_path / "again"), "-q"])
+                                str(out / "best.pt"), "--device", "cpu", "--out",
+                                str(tmp_path / "again"), "-q"])
     assert again.exit_code == 0, (again.output, again.exception)
     np.testing.assert_allclose(np.load(tmp_path / "again" / "val.npy"),
                                np.load(out / "val.npy"), atol=1e-6)
@@ -168,17 +176,19 @@ def _save_tiny_wav2vec2(folder):
     transformers.Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(folder)
 
 
+@pytest.mark.slow
 def test_finetune_hugging_face_encoder_from_a_local_directory(clips, tiny_wav2vec2, tmp_path):
     result = CliRunner().invoke(cli, [
         "finetune", str(clips["train"]), "--encoder", f"hf:{tiny_wav2vec2}",
         "--objective", "ce", "--epochs", "1", "--batch-size", "8", "--train-last", "1",
-        "--out", str(tmp_path / "tuned"), "-q"])
+        "--device", "cpu", "--out", str(tmp_path / "tuned"), "-q"])
     assert result.exit_code == 0, (result.output, result.exception)
     assert result.stderr == ""  # no loading bars from transformers
     assert np.load(tmp_path / "tuned" / "train.npy").shape == (24, 32)
     assert (tmp_path / "tuned" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_finetune_and_embed_bad_input_is_one_line(clips, tmp_path):
     runner = CliRunner()
     bad_manifest = tmp_path / "bad.csv"
@@ -211,25 +221,28 @@ def test_finetune_and_embed_bad_input_is_one_line(clips, tmp_path):
         cases.append(["embed", str(tmp_path / "short.csv"), "--encoder", f"hf:{model}",
                       "--out", str(tmp_path / "i")])
     for args in cases:
-        result = runner.invoke(cli, args)
+        result = runner.invoke(cli, [*args, "--device", "cpu"])
         assert result.exit_code == 2, (args, result.output, result.exception)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:"), (args, result.stderr)
 
 
+@pytest.mark.slow
 @needs_ge2e
 def test_finetune_under_torchrun_with_two_processes_matches_one_process(clips, tmp_path):
     """The real launcher: 2 CPU processes (gloo) split each global batch of 12; the logged
-    losses equal a single process's on the same batches."""
+    losses equal a single process's on the same batches. (No GPU is visible to them: with
+    one, the CLI would start an NCCL group, and two ranks could share one GPU.)"""
     import os
     import subprocess
     import sys
 
     common = [str(clips["train"]), "--val", str(clips["val"]), "--epochs", "2",
-              "--batch-size", "12", "--lr", "1e-3", "--probe-every", "0", "-q"]
+              "--batch-size", "12", "--lr", "1e-3", "--probe-every", "0", "--device", "cpu",
+              "-q"]
     single = CliRunner().invoke(cli, ["finetune", *common, "--out", str(tmp_path / "one")])
     assert single.exit_code == 0, (single.output, single.exception)
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
          "--standalone", "-m", "probekit", "finetune", *common,
@@ -239,5 +252,8 @@ def test_finetune_under_torchrun_with_two_processes_matches_one_process(clips, t
     one = json.loads((tmp_path / "one" / "log.json").read_text())["epochs"]
     two = json.loads((tmp_path / "two" / "log.json").read_text())["epochs"]
     assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-4)
+    # the losses agree to 2.5e-7 (above); the embeddings after two epochs of Adam, which
+    # enlarges the rounding of matrix products of other shapes (6 rows per rank, not 12), to
+    # 7.5e-5 on AVX-512 kernels: 1e-3 still tells them from a wrong run (a seed moves them 0.27)
     np.testing.assert_allclose(np.load(tmp_path / "two" / "val.npy"),
-                               np.load(tmp_path / "one" / "val.npy"), atol=1e-4)
+                               np.load(tmp_path / "one" / "val.npy"), atol=1e-3)

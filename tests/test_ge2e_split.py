@@ -1,5 +1,6 @@
 """GE2E split into a frozen, cached front end and a trainable top: same embeddings, and the
-top trains through tuner.train.fit on cached sequences."""
+top trains through tuner.train.fit on cached sequences. On the CPU, also on a machine with a
+GPU (the 1e-5 tolerances are float32's)."""
 
 import numpy as np
 import pytest
@@ -64,24 +65,27 @@ def test_front_end_and_top_equal_the_whole_encoder_and_cache_per_length():
         expected = encoder(**inputs)
         torch.testing.assert_close(top(front(**inputs), inputs["lengths"]), expected)
     dataset = _WaveDataset(clips)
-    cached = cache_sequences(front, dataset, batch_size=4)
+    cached = cache_sequences(front, dataset, batch_size=4, device="cpu")
     assert [len(seq) for seq in cached] == inputs["lengths"].tolist()
     sequences = SequenceDataset(cached, np.zeros(len(cached), np.int64), ["x"])
-    np.testing.assert_allclose(embed(top, sequences, batch_size=4), expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(embed(top, sequences, batch_size=4, device="cpu"),
+                               expected.numpy(), atol=1e-5)
     batch, targets = pad_batch([sequences[0], sequences[1]])
     assert batch["frames"].shape[0] == 2 and targets.shape == (2,)
 
 
+@pytest.mark.slow
 def test_the_top_trains_on_cached_sequences():
     torch.manual_seed(0)
     front, top = split_ge2e(GE2EEncoder(), 2)
     clips = waves(24, seed=1)
     labels = np.arange(24) % 3
-    cached = cache_sequences(front, _WaveDataset(clips), batch_size=8)
+    cached = cache_sequences(front, _WaveDataset(clips), batch_size=8, device="cpu")
     data = SequenceDataset(cached, labels, ["a", "b", "c"])
     before = {k: v.clone() for k, v in top.state_dict().items()}
     result = fit(top, data, config=TrainConfig(epochs=2, batch_size=12, m=4, lr=1e-3,
-                                               probe_every=0, progress=False, verbose=False))
+                                               probe_every=0, progress=False, verbose=False,
+                                               device="cpu"))
     assert np.isfinite(result.history[-1]["loss"])
     assert not torch.equal(top.state_dict()["lstm.weight_hh_l0"], before["lstm.weight_hh_l0"])
 

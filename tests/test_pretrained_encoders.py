@@ -25,6 +25,7 @@ def ge2e():
 
 # --- GE2E -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_ge2e_pretrained_equals_resemblyzer_voice_encoder(ge2e):
     resemblyzer = import_resemblyzer()
     reference = resemblyzer.VoiceEncoder("cpu", verbose=False)
@@ -38,6 +39,7 @@ def test_ge2e_pretrained_equals_resemblyzer_voice_encoder(ge2e):
         torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_ge2e_padded_batches_equal_one_at_a_time_and_are_unit_norm(ge2e):
     waveforms = [synthetic_speechlike(16000, 0), synthetic_speechlike(25600, 1),
                  synthetic_speechlike(7000, 2)]
@@ -130,6 +132,7 @@ def tiny_model_and_extractor(kind):
 KINDS = ["wav2vec2", "hubert", "ast", "whisper"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_hf_encoder_embeds_a_padded_batch_and_reloads_from_a_directory(kind, tmp_path):
     model, extractor = tiny_model_and_extractor(kind)
@@ -161,6 +164,7 @@ def test_hf_encoder_embeds_a_padded_batch_and_reloads_from_a_directory(kind, tmp
     assert not any(p.requires_grad for p in blocks[0].parameters())
 
 
+@pytest.mark.slow
 def test_hf_encoder_masks_padding_out_of_the_pooled_embedding():
     model, extractor = tiny_model_and_extractor("wav2vec2")
     waveforms = [synthetic_speechlike(8000, 0), synthetic_speechlike(12800, 1)]
@@ -172,6 +176,7 @@ def test_hf_encoder_masks_padding_out_of_the_pooled_embedding():
         torch.testing.assert_close(batched[0], alone[0], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_hf_whisper_pools_only_the_frames_of_the_waveform():
     model, extractor = tiny_model_and_extractor("whisper")
     encoder = HFAudioEncoder(model, extractor, pooling="mean")
@@ -184,6 +189,7 @@ def test_hf_whisper_pools_only_the_frames_of_the_waveform():
     torch.testing.assert_close(embedding[0], hidden[0, :25].mean(dim=0))
 
 
+@pytest.mark.slow
 def test_hf_encoder_errors(tmp_path):
     model, extractor = tiny_model_and_extractor("ast")
     with pytest.raises(ValueError, match="pooling"):
@@ -192,6 +198,7 @@ def test_hf_encoder_errors(tmp_path):
         HFAudioEncoder.from_pretrained(tmp_path / "absent")
 
 
+@pytest.mark.slow
 def test_hf_encoder_from_config():
     transformers = pytest.importorskip("transformers")
     config = transformers.ASTConfig(**SMALL, patch_size=16, frequency_stride=10, time_stride=10,
@@ -214,6 +221,7 @@ def test_importing_tuner_encoders_does_not_import_optional_audio_packages():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_hf_encoder_turns_layerdrop_off_for_ddp():
     """LayerDrop would skip different layers on different ranks (DDP then waits for gradients
     that never come); the wrapper keeps every layer."""
@@ -223,6 +231,7 @@ def test_hf_encoder_turns_layerdrop_off_for_ddp():
     assert encoder.model.config.layerdrop == 0.0
 
 
+@pytest.mark.slow
 def test_hf_encoder_rejects_clips_shorter_than_its_receptive_field():
     model, extractor = tiny_model_and_extractor("wav2vec2")
     encoder = HFAudioEncoder(model, extractor)

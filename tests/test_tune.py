@@ -30,6 +30,7 @@ def test_adapter_starts_as_the_identity():
     np.testing.assert_array_equal(apply_adapter(adapter, X), X)
 
 
+@pytest.mark.slow
 def test_supcon_tuning_improves_knn_on_held_out_rows_and_is_seeded():
     X, y = buried_classes()
     before = probekit.knn_probe(X[:900], y[:900], X[900:], y[900:], k=(10,), n_bootstrap=10)
@@ -43,6 +44,7 @@ def test_supcon_tuning_improves_knn_on_held_out_rows_and_is_seeded():
     np.testing.assert_array_equal(apply_adapter(again, X[900:]), tuned_test)
 
 
+@pytest.mark.slow
 def test_cross_entropy_baseline_trains():
     X, y = buried_classes(600)
     adapter, history = train_adapter(X, y, AdapterConfig(epochs=5, objective="ce"))
@@ -51,6 +53,7 @@ def test_cross_entropy_baseline_trains():
         train_adapter(X, y, AdapterConfig(objective="triplet"))
 
 
+@pytest.mark.slow
 def test_cli_tune_then_evaluate(tmp_path):
     X, y = buried_classes(600)
     np.save(tmp_path / "train.npy", X[:450])

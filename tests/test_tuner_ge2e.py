@@ -57,6 +57,7 @@ def test_blocks_are_three_lstm_layers_and_the_output_layer():
     assert [b.input_size for b in list(blocks)[:3]] == [40, 256, 256]
 
 
+@pytest.mark.slow
 @needs_ge2e
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 4])
 def test_freeze_all_but_last_n_blocks_of_pretrained_ge2e(n):
@@ -74,6 +75,7 @@ def test_freeze_all_but_last_n_blocks_of_pretrained_ge2e(n):
         freeze_all_but_last(encoder, 5)
 
 
+@pytest.mark.slow
 @needs_ge2e
 def test_finetune_cli_trains_only_the_last_block_of_ge2e(tmp_path):
     from test_finetune import write_clips
@@ -83,7 +85,7 @@ def test_finetune_cli_trains_only_the_last_block_of_ge2e(tmp_path):
     result = CliRunner().invoke(cli, [
         "finetune", str(manifest), "--encoder", "ge2e", "--train-last", "1", "--epochs", "1",
         "--batch-size", "12", "--m", "4", "--lr", "1e-2", "--probe-every", "0",
-        "--out", str(out), "-q"])
+        "--device", "cpu", "--out", str(out), "-q"])
     assert result.exit_code == 0, (result.output, result.exception)
     assert np.load(out / "tiny.npy").shape == (12, 256)
     tuned = torch.load(out / "last.pt", weights_only=True)["encoder"]
@@ -128,6 +130,7 @@ def test_checkpoints_of_the_earlier_layout_load_with_load_encoder(tmp_path):
     torch.testing.assert_close(parent.encoder.blocks[2].weight_hh_l0, lstm.weight_hh_l2)
 
 
+@pytest.mark.slow
 @needs_ge2e
 def test_embed_cli_loads_a_checkpoint_of_the_earlier_layout(tmp_path):
     from test_finetune import write_clips
@@ -145,8 +148,8 @@ def test_embed_cli_loads_a_checkpoint_of_the_earlier_layout(tmp_path):
                checkpoint)
     runner = CliRunner()
     for args, folder in ([["--checkpoint", str(checkpoint)], "a"], [[], "b"]):
-        result = runner.invoke(cli, ["embed", str(manifest), *args, "--out",
-                                     str(tmp_path / folder), "-q"])
+        result = runner.invoke(cli, ["embed", str(manifest), *args, "--device", "cpu",
+                                     "--out", str(tmp_path / folder), "-q"])
         assert result.exit_code == 0, (result.output, result.exception)
     np.testing.assert_allclose(np.load(tmp_path / "a" / "few.npy"),
                                np.load(tmp_path / "b" / "few.npy"), atol=1e-6)
@@ -200,6 +203,7 @@ def test_partials_equal_resemblyzers_slices():
         ge2e_partials(100, rate=0.1)
 
 
+@pytest.mark.slow
 @needs_ge2e
 def test_windowed_embedding_equals_resemblyzers_embed_utterance():
     resemblyzer = import_resemblyzer()

@@ -35,7 +35,8 @@ def test_a_manifest_cell_over_the_csv_field_limit_is_a_one_line_error(tmp_path):
     manifest.write_text(f"path,label\na.wav,x\na.wav,{HUGE_CELL}\n")
     with pytest.raises(ValueError, match=r"huge.csv line 3: .*longer than 131,072 characters"):
         read_manifest(manifest)
-    result = CliRunner().invoke(cli, ["embed", str(manifest), "--out", str(tmp_path / "e")])
+    result = CliRunner().invoke(cli, ["embed", str(manifest), "--device", "cpu", "--out",
+                                      str(tmp_path / "e")])
     assert "131,072" in one_line_error(result)
     nul = tmp_path / "nul.csv"
     nul.write_bytes(b"path,label\na.wav,\x00x\n")
@@ -73,8 +74,8 @@ def test_cli_max_seconds_inf_is_a_one_line_error(tmp_path, command):
 
     torch.save({"model_state": GE2EEncoder().state_dict()}, weights)
     result = CliRunner().invoke(cli, [command, str(tmp_path / "train.csv"), "--encoder",
-                                      f"ge2e:{weights}", "--max-seconds", "inf", "--out",
-                                      str(tmp_path / "out")])
+                                      f"ge2e:{weights}", "--max-seconds", "inf", "--device",
+                                      "cpu", "--out", str(tmp_path / "out")])
     assert "max_seconds must be a finite number" in one_line_error(result)
 
 
@@ -94,6 +95,7 @@ def save_tiny_wav2vec2_with_pickled_code(folder):
     assert transformers is not None
 
 
+@pytest.mark.slow
 def test_a_hugging_face_weights_file_that_pickles_code_is_refused_in_one_line(tmp_path,
                                                                             capfd):
     folder = tmp_path / "evil"
@@ -107,11 +109,13 @@ def test_a_hugging_face_weights_file_that_pickles_code_is_refused_in_one_line(tm
     soundfile.write(tmp_path / "a.wav", np.zeros(1600, np.float32), 16000)
     (tmp_path / "m.csv").write_text("path,label\na.wav,x\n")
     result = CliRunner().invoke(cli, ["embed", str(tmp_path / "m.csv"), "--encoder",
-                                      f"hf:{folder}", "--out", str(tmp_path / "e")])
+                                      f"hf:{folder}", "--device", "cpu", "--out",
+                                      str(tmp_path / "e")])
     assert "pickles Python objects" in one_line_error(result)
     assert "code ran" not in capfd.readouterr().out + result.output
 
 
+@pytest.mark.slow
 def test_hugging_face_load_errors_become_one_line_value_errors(tmp_path):
     folder = tmp_path / "broken"
     pytest.importorskip("transformers")

@@ -37,7 +37,7 @@ from tuner.train import (  # noqa: E402
     save_checkpoint,
 )
 
-QUIET = {"progress": False, "verbose": False}
+QUIET = {"progress": False, "verbose": False, "device": "cpu"}  # the CPU, also beside a GPU
 needs_ge2e = pytest.mark.skipif(importlib.util.find_spec("resemblyzer") is None,
                                 reason="the GE2E weights ship in the resemblyzer wheel")
 
@@ -90,6 +90,7 @@ def test_in_memory_waveforms_are_checked_by_preprocess():
     check_waveform(np.zeros(0), "empty")  # nothing to refuse
 
 
+@pytest.mark.slow
 @needs_ge2e
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_finetune_with_one_bad_clip_fails_in_one_line_and_writes_nothing_nonfinite(tmp_path,
@@ -98,7 +99,7 @@ def test_finetune_with_one_bad_clip_fails_in_one_line_and_writes_nothing_nonfini
     out = tmp_path / "tuned"
     result = CliRunner().invoke(cli, [
         "finetune", str(manifest), "--epochs", "1", "--batch-size", "12", "--m", "4",
-        "--probe-every", "0", "--out", str(out), "-q"])
+        "--probe-every", "0", "--device", "cpu", "--out", str(out), "-q"])
     line = one_line_error(result)
     assert "bad.wav" in line and "NaN or infinite" in line
     assert not list(out.glob("*.npy")) and not (out / "best.pt").exists()
@@ -107,12 +108,13 @@ def test_finetune_with_one_bad_clip_fails_in_one_line_and_writes_nothing_nonfini
             (out / "log.json").read_text())["epochs"])
 
 
+@pytest.mark.slow
 @needs_ge2e
 @pytest.mark.parametrize("value", [math.nan, math.inf, 1e30])
 def test_embed_of_a_bad_clip_fails_in_one_line(tmp_path, value):
     manifest = clips_with_one_bad(tmp_path / "clips", value, n_good=3)
-    result = CliRunner().invoke(cli, ["embed", str(manifest), "--out", str(tmp_path / "e"),
-                                      "-q"])
+    result = CliRunner().invoke(cli, ["embed", str(manifest), "--device", "cpu", "--out",
+                                      str(tmp_path / "e"), "-q"])
     assert "bad.wav" in one_line_error(result)
     assert not (tmp_path / "e" / "train.npy").exists()
 
@@ -150,7 +152,7 @@ def test_finetune_cli_refuses_nonfinite_settings(tmp_path, args):
     torch.save({"model_state": GE2EEncoder().state_dict()}, weights)
     result = CliRunner().invoke(cli, ["finetune", str(manifest), "--encoder", f"ge2e:{weights}",
                                       "--epochs", "1", "--batch-size", "12", *args,
-                                      "--out", str(tmp_path / "t"), "-q"])
+                                      "--device", "cpu", "--out", str(tmp_path / "t"), "-q"])
     assert args[0].lstrip("-").replace("-", "_") in one_line_error(result)
     assert not (tmp_path / "t" / "last.pt").exists()
 
@@ -275,6 +277,7 @@ def test_ge2e_weights_with_nan_are_refused(tmp_path):
         GE2EEncoder.pretrained(tmp_path / "nan.pt")
 
 
+@pytest.mark.slow
 @needs_ge2e
 def test_embed_cli_refuses_a_checkpoint_with_nan_weights(tmp_path):
     from test_finetune import write_clips
@@ -285,7 +288,8 @@ def test_embed_cli_refuses_a_checkpoint_with_nan_weights(tmp_path):
     torch.save({"format": "tuner-checkpoint-1", "encoder": state, "head": {}},
                tmp_path / "nan.pt")
     result = CliRunner().invoke(cli, ["embed", str(manifest), "--checkpoint",
-                                      str(tmp_path / "nan.pt"), "--out", str(tmp_path / "e")])
+                                      str(tmp_path / "nan.pt"), "--device", "cpu", "--out",
+                                      str(tmp_path / "e")])
     assert "NaN or infinite" in one_line_error(result)
     assert not (tmp_path / "e" / "few.npy").exists()
 
@@ -320,16 +324,16 @@ def test_embed_refuses_nonfinite_rows_and_names_the_items():
     waves = [np.full(10, value, np.float32) for value in (1.0, -1.0, 2.0, 0.0, 3.0)]
     data = InMemoryClips(waves)
     with pytest.raises(NonFiniteError) as caught:
-        embed(LogEncoder(), data, batch_size=2)
+        embed(LogEncoder(), data, batch_size=2, device="cpu")
     assert str(caught.value).startswith(
         "2 of 5 embeddings hold NaN or infinite values: rows 1, 3 (clip1.wav, clip3.wav)")
     subset = torch.utils.data.Subset(data, [3, 4])
     with pytest.raises(NonFiniteError, match=r"row 0 \(clip3.wav\)"):
-        embed(LogEncoder(), subset)
+        embed(LogEncoder(), subset, device="cpu")
     X = np.ones((7, 3), np.float32)
     X[6, 2] = math.inf
     with pytest.raises(NonFiniteError, match="1 of 7 embeddings .*: row 6;"):
-        embed(nn.Identity(), ArrayDataset(X, np.zeros(7)))
+        embed(nn.Identity(), ArrayDataset(X, np.zeros(7)), device="cpu")
     assert describe_rows(list(range(9))) == "rows 0, 1, 2, 3, 4 and 4 more"
 
 

@@ -16,9 +16,9 @@ from torch import nn  # noqa: E402
 from probekit.probes.multilabel import multilabel_probe  # noqa: E402
 from tuner.embed import embed  # noqa: E402
 from tuner.sampling import MPerClassSampler, ShuffledBatches  # noqa: E402
-from tuner.train import TrainConfig, fit  # noqa: E402
+from tuner.train import TrainConfig, fit, probe_backend  # noqa: E402
 
-QUIET = {"progress": False, "verbose": False}
+QUIET = {"progress": False, "verbose": False, "device": "cpu"}
 TUNER = Path(__file__).resolve().parents[1] / "src" / "tuner"
 
 
@@ -41,7 +41,8 @@ def encoder():
 def test_multilabel_data_is_probed_by_map_and_picks_the_best_checkpoint(tmp_path, capsys):
     X, hot = tagged_rows(240)
     config = TrainConfig(objective="jaccard", epochs=2, batch_size=32, lr=3e-3,
-                         probe_metric="knn_weighted@10", progress=False, verbose=True)
+                         probe_metric="knn_weighted@10", progress=False, verbose=True,
+                         device="cpu")
     model = encoder()
     result = fit(model, (X[:180], hot[:180]), (X[180:], hot[180:]), config, out_dir=tmp_path)
     scores = [record["probe"] for record in result.history]
@@ -53,9 +54,10 @@ def test_multilabel_data_is_probed_by_map_and_picks_the_best_checkpoint(tmp_path
     assert log["best"]["measure"] == "map" and log["best"]["score"] == result.best_score
     assert "knn_weighted@10 mAP" in capsys.readouterr().err
     # the score is probekit's multi-label probe of the restored best model's embeddings
-    report = multilabel_probe(embed(model, X[:180]), hot[:180], X_test=embed(model, X[180:]),
-                              Y_test=hot[180:], k=(1, 5, 10, 20), n_bootstrap=10,
-                              geometry=False)
+    report = multilabel_probe(embed(model, X[:180], device="cpu"), hot[:180],
+                              X_test=embed(model, X[180:], device="cpu"), Y_test=hot[180:],
+                              k=(1, 5, 10, 20), n_bootstrap=10, geometry=False,
+                              backend=probe_backend(torch.device("cpu")))
     assert report.knn["weighted"]["10"]["map"] == pytest.approx(result.best_score)
 
 

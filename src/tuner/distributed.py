@@ -2,47 +2,133 @@
 
 Under ``torchrun --nproc_per_node=N`` every process reads ``RANK`` / ``WORLD_SIZE`` /
 ``LOCAL_RANK`` from its environment; :func:`init_distributed` starts the process group from
-them (NCCL on CUDA, gloo on CPU) and is a no-op for a single process. The same code runs with
-or without CUDA: :func:`select_device` is the only place that chooses.
+them and is a no-op for a single process. The backend follows the training device, not the
+machine: NCCL when the processes train on CUDA, gloo when they train on the CPU (also on a
+machine with GPUs: ``device="cpu"`` never touches them). The same code runs with or without
+CUDA: :func:`select_device` is the only place that chooses a device.
+
+**One GPU per process.** Local rank r trains on ``cuda:r`` (of the devices visible to it); a
+node with fewer visible GPUs than processes is refused in one line naming both counts, before
+any GPU work. Mapping two ranks onto one GPU is not offered: NCCL refuses two ranks of one
+communicator on the same device ("Duplicate GPU detected"), and where it does not the ranks
+would only contend for one GPU's memory and compute. :func:`init_distributed` calls
+``torch.cuda.set_device`` before the process group (or anything else) allocates, so that in
+every process "cuda" (the current device: probekit's neighbour search, NCCL's communicator,
+``torch.cuda`` calls without an index) means that process's own GPU.
+
+**Timeout.** Only rank 0 probes and writes checkpoints; meanwhile the other ranks wait in a
+collective, and a collective that waits longer than the process-group timeout aborts the job
+(NCCL's default is 10 minutes, gloo's 30). Embedding a large validation set for the probes
+takes longer than that, so the timeout is :data:`DEFAULT_TIMEOUT_MINUTES` (60), or the minutes
+in the environment variable :data:`TIMEOUT_VARIABLE` (``TUNER_DDP_TIMEOUT_MINUTES``), or the
+``timeout_minutes`` given to :func:`init_distributed`.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from datetime import timedelta
 
 import torch
 from torch import distributed as dist
 
+TIMEOUT_VARIABLE = "TUNER_DDP_TIMEOUT_MINUTES"
+DEFAULT_TIMEOUT_MINUTES = 60.0
 
-def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+
+def select_device(name: str | torch.device = "auto", local_rank: int = 0,
+                  world_size: int = 1) -> torch.device:
     """``"auto"``: this process's CUDA device when CUDA is available, else the CPU; ``"cpu"``,
-    ``"cuda"`` (this process's GPU) or an explicit ``"cuda:1"``."""
+    ``"cuda"`` (this process's GPU: ``cuda:<local_rank>``) or an explicit ``"cuda:1"`` (one
+    process only: with ``world_size`` > 1 it would put every process on that one GPU).
+
+    A CUDA device that is not there is a one-line ValueError: no CUDA at all, an index past
+    the visible devices, or a local rank with no GPU of its own (more processes on this node
+    than visible GPUs; the message names both counts)."""
+    name = str(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name} was asked for but torch sees no CUDA device")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    if name != "cpu":
+    if name == "cpu":
+        return torch.device("cpu")
+    kind, colon, index = name.partition(":")
+    if kind != "cuda" or (colon and not index.isdigit()):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name}")
-    return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name} was asked for but torch sees no CUDA device")
+    count = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    seen = f"{count} CUDA device(s)" + (f" (CUDA_VISIBLE_DEVICES={visible})"
+                                        if visible is not None else "")
+    if colon:
+        if world_size > 1:
+            raise ValueError(f"device {name} names one GPU for all {world_size} processes; "
+                             "use device cuda (each process on its own GPU, cuda:<local rank>)")
+        if int(index) >= count:
+            raise ValueError(f"device {name} was asked for but torch sees {seen}")
+        return torch.device("cuda", int(index))
+    if local_rank >= count:
+        raise ValueError(f"local rank {local_rank} needs a GPU of its own (cuda:{local_rank}) "
+                         f"but torch sees {seen}: start at most {count} process(es) per node "
+                         f"(torchrun --nproc_per_node={count}) or train on the CPU (device cpu)")
+    return torch.device("cuda", local_rank)
 
 
-def init_distributed() -> tuple[int, int, int]:
+def backend_for(device: str | torch.device) -> str:
+    """The process-group backend for processes that train on ``device``: ``"nccl"`` for CUDA,
+    ``"gloo"`` for the CPU."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def process_group_timeout(minutes: float | None = None) -> float:
+    """The process-group timeout in minutes: ``minutes`` when given, else the environment variable
+    :data:`TIMEOUT_VARIABLE`, else :data:`DEFAULT_TIMEOUT_MINUTES`; a value that is not a
+    finite positive number is a one-line ValueError."""
+    source = "timeout_minutes"
+    if minutes is None:
+        text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+        if not text:
+            return DEFAULT_TIMEOUT_MINUTES
+        source, minutes = TIMEOUT_VARIABLE, text
+    try:
+        value = float(minutes)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{source} must be a finite number of minutes > 0, got {minutes}")
+    return value
+
+
+def init_distributed(device: str | torch.device = "auto",
+                     timeout_minutes: float | None = None) -> tuple[int, int, int]:
     """(rank, world size, local rank). Starts the process group when launched by torchrun with
-    more than one process and none is running yet; a single process gets (0, 1, 0)."""
+    more than one process and none is running yet; a single process gets (0, 1, 0).
+
+    ``device`` is the training device (as :func:`select_device` takes it): it picks the
+    backend (:func:`backend_for`) and, for CUDA, this process's GPU, which becomes the current
+    device before the group starts. ``timeout_minutes``: see :func:`process_group_timeout`."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world <= 1:
         return 0, 1, 0
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl")
-    else:
-        dist.init_process_group("gloo")
+    chosen = select_device(device, local_rank, world)
+    timeout = timedelta(minutes=process_group_timeout(timeout_minutes))
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    dist.init_process_group(backend_for(chosen), timeout=timeout)
     return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def check_process_group(device: torch.device) -> None:
+    """A running process group must be able to carry ``device``'s tensors: NCCL carries CUDA
+    tensors only, so CPU training under an NCCL group is a one-line ValueError (start the
+    group with ``init_distributed("cpu")``, i.e. gloo)."""
+    if is_distributed() and device.type != "cuda" and dist.get_backend() == "nccl":
+        raise ValueError("the process group runs NCCL, which carries CUDA tensors only, but "
+                         f"training runs on {device}: start it for that device "
+                         f"(init_distributed('{device.type}') uses gloo)")
 
 
 def end_distributed() -> None:

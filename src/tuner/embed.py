@@ -35,7 +35,10 @@ def to_device(inputs, device: torch.device):
 
 
 def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (no gradient scaler needed), nothing on the CPU."""
+    """bf16 autocast on CUDA (no gradient scaler needed: bf16 keeps float32's exponent range),
+    nothing on the CPU. What must not run in bf16 leaves it inside the encoders: GE2E's LSTMs
+    (which CUDA autocast would run in float16) and the sums and counts over frames (see
+    :mod:`tuner.encoders`)."""
     if enabled and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return nullcontext()

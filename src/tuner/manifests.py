@@ -29,15 +29,15 @@ BUILDERS = ("esc50", "speech-commands", "fsd50k")
 
 
 def write_manifest(path: Path, rows: Iterable[tuple[Path, str]]) -> int:
-    """``path,label`` rows to ``path`` (atomically); returns the row count."""
-    from probekit.report import write_atomically
+    """``path,label`` rows to ``path`` (atomically, with :func:`probekit.files.write_atomically`;
+    missing folders are made); returns the row count."""
+    from probekit.files import write_atomically
 
     rows = list(rows)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["path", "label"])
     writer.writerows((str(audio), label) for audio, label in rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, text.getvalue())
     return len(rows)
 

@@ -17,11 +17,20 @@ transformer on waveforms), on the CPU or a GPU, in one process or under
         weighted kNN at k = 20)
         checkpoint (``last.pt``, ``best.pt``), a log line, ``log.json``
 
-Mixed precision is bf16 autocast on CUDA (no loss scaling needed); the losses compute their
-similarities in float32. Checkpoints are plain ``state_dict``s written with ``torch.save`` and
-read back only with ``torch.load(..., weights_only=True)``. Everything is seeded: two runs with
-the same inputs and config, or a run resumed from ``last.pt``, end with the same weights on the
-CPU.
+Mixed precision is bf16 autocast on CUDA (no loss scaling needed: bf16 has float32's exponent
+range); the losses compute their similarities in float32, and the encoders keep in float32 what
+bf16 cannot hold (GE2E's LSTMs run outside autocast, CREPE sums its frames in float32: see
+:mod:`tuner.encoders`). Checkpoints are plain ``state_dict``s written with ``torch.save``
+through probekit's atomic writer (:func:`probekit.files.write_atomically`: a crash mid-write
+leaves the previous file) and read back only with ``torch.load(..., weights_only=True)``.
+Everything is seeded: two runs with the same inputs and config, or a run resumed from
+``last.pt``, end with the same weights on the CPU; ``last.pt`` holds the random generators of
+every rank, and each rank resumes its own.
+
+On CUDA the process's current device is set to the training device before anything is
+allocated (:func:`tuner.distributed.init_distributed` under torchrun, :func:`fit` otherwise), so
+the probes' neighbour search, which probekit runs on the current CUDA device, runs on the
+training GPU; CPU training searches on the CPU (see :func:`probe_backend`).
 
 References: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020; Loshchilov &
 Hutter, "Decoupled Weight Decay Regularization" (AdamW) and "SGDR" (cosine schedule), ICLR 2019
@@ -30,10 +39,10 @@ and 2017; arXiv 2309.11895 (the two-stage framework and its cross-entropy baseli
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -49,9 +58,11 @@ from torch.utils.data import DataLoader, Subset
 from tuner.data import collate_for, dataset_of
 from tuner.distributed import (
     any_rank_failed,
+    check_process_group,
     gather,
     gather_with_grad,
     init_distributed,
+    is_distributed,
     mean_over_ranks,
     select_device,
 )
@@ -86,7 +97,10 @@ class TrainConfig:
     warmup_epochs : linear warm-up length, then cosine decay to 0 at the last step.
     clip_norm : gradient-norm clipping (None: off).
     amp : bf16 autocast on CUDA (ignored on the CPU).
-    device : ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
+    device : ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` (under torchrun: each
+        process's own GPU, ``cuda:<local rank>``) or ``"cuda:N"`` (one process). It also picks
+        the process-group backend (NCCL for CUDA, gloo for the CPU) when :func:`fit` starts
+        the group, and where the probes search for neighbours.
     lr : AdamW's peak learning rate, finite and > 0; weight_decay : finite and >= 0.
     temperature : of the contrastive losses, finite and >= ``tuner.losses.MIN_TEMPERATURE``
         (1e-4; why there: its docstring).
@@ -98,6 +112,7 @@ class TrainConfig:
     probe_linear : run the linear probe too (it is logged even when it does not choose; the
         multi-label probe always runs it).
     probe_max_train : training rows embedded as the probes' training set (a seeded sample).
+    num_workers : DataLoader worker processes, for training and for the probes' embedding.
     embed_from : probe the ``"encoder"`` output (default) or the ``"head"`` output.
     restore_best : after training, load the best checkpoint's weights into the encoder (and
         head) when a probe chose one.
@@ -254,13 +269,20 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
     resume : a checkpoint path, or True for ``out_dir/last.pt``: continue that run.
     on_epoch : called (on rank 0) with every epoch's record, e.g. to log it elsewhere.
 
-    Under torchrun the process group is started from the environment; ``batch_size`` is the
-    global batch and every process trains on its slice of it.
+    Under torchrun the process group is started from the environment (unless one is running:
+    it must suit ``config.device``); ``batch_size`` is the global batch and every process
+    trains on its slice of it. Every rank must get the same arguments (``out_dir`` included:
+    every rank sends rank 0 its random generators' states for ``last.pt``).
     """
     config = config or TrainConfig()
     check_config(config)
-    rank, world, local_rank = init_distributed()
-    device = select_device(config.device, local_rank)
+    rank, world, local_rank = init_distributed(config.device)
+    device = select_device(config.device, local_rank, world)
+    check_process_group(device)
+    if device.type == "cuda":
+        # before anything allocates: "cuda" (the current device, which probekit's search and
+        # torch.cuda calls without an index use) is now the training GPU
+        torch.cuda.set_device(device)
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} does not split over {world} processes")
     train_set = _as_dataset(train_data, "training")
@@ -307,7 +329,8 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
         if resume is True and out_dir is None:
             raise ValueError("resume=True reads out_dir/last.pt: give out_dir (or a path)")
         path = out_dir / "last.pt" if resume is True else Path(resume)
-        start = _restore(load_checkpoint(path), model, optimizer, scheduler, result, device)
+        start = _restore(load_checkpoint(path), model, optimizer, scheduler, result, device,
+                         rank)
         if out_dir is not None and (out_dir / "last.pt").is_file():
             result.last_checkpoint = out_dir / "last.pt"
         best_file = (out_dir or path.parent) / "best.pt"
@@ -363,21 +386,25 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
                 _say(config, rank, log_line(record, config, probe_measure(train_set)))
                 if on_epoch is not None:
                     on_epoch(record)
-                if out_dir is not None:
-                    result.last_checkpoint = save_checkpoint(
-                        out_dir / "last.pt", _payload(model, optimizer, scheduler, result,
-                                                      config, train_set, epoch + 1))
-                    write_log(out_dir / "log.json", result, config, train_set)
             except BaseException as error:  # every rank must learn of it, or the others hang
                 failure = error
         else:
             record["seconds"] = round(time.perf_counter() - began, 3)
             result.history.append(record)
-        if any_rank_failed(failure is not None, device):
-            if failure is not None:
-                raise failure
-            raise RuntimeError("rank 0 failed while probing or writing checkpoints; its error "
-                               "is above")
+        _stop_if_any_failed(failure, device)
+        if out_dir is not None:
+            # every rank's generators, taken after rank 0's probe (which draws from torch's
+            # generator) so that a resumed run continues exactly where this one goes on
+            rng = _gather_rng_states(device)
+            if rank == 0:
+                try:
+                    result.last_checkpoint = save_checkpoint(
+                        out_dir / "last.pt", _payload(model, optimizer, scheduler, result,
+                                                      config, train_set, epoch + 1, rng))
+                    write_log(out_dir / "log.json", result, config, train_set)
+                except BaseException as error:
+                    failure = error
+            _stop_if_any_failed(failure, device)
     if config.restore_best and rank == 0 and result.best_epoch is not None:
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -385,6 +412,16 @@ def fit(encoder: nn.Module, train_data, val_data=None, config: TrainConfig | Non
             model.load_state_dict(_model_state(load_checkpoint(result.best_checkpoint)))
     model.eval()
     return result
+
+
+def _stop_if_any_failed(failure: BaseException | None, device: torch.device) -> None:
+    """Raise ``failure`` on the rank that had it and a RuntimeError on the others (an
+    all-reduce, so every rank stops together instead of hanging in the next collective)."""
+    if any_rank_failed(failure is not None, device):
+        if failure is not None:
+            raise failure
+        raise RuntimeError("rank 0 failed while probing or writing checkpoints; its error "
+                           "is above")
 
 
 def train_mode(model: nn.Module) -> None:
@@ -456,6 +493,10 @@ def probe_scores(model: EncoderWithHead, train_set, val_set, config: TrainConfig
     of probekit's multi-label probes (:func:`probekit.probes.multilabel.multilabel_probe`: the
     similarity-weighted kNN tag scores at those k, under the names ``knn_weighted@K``, and the
     one-vs-rest linear probe, ``linear``), without the geometry diagnostics.
+
+    The rows are embedded on ``device`` with ``config.num_workers`` loader workers; the
+    neighbour search runs where :func:`probe_backend` says, on ``device`` itself when it is a
+    GPU (the current CUDA device is set to it around the probes).
     """
     import probekit
 
@@ -465,39 +506,67 @@ def probe_scores(model: EncoderWithHead, train_set, val_set, config: TrainConfig
             len(rows), config.probe_max_train, replace=False))
     head = model.head if config.embed_from == "head" else None
     options = {"head": head, "batch_size": config.embed_batch_size, "device": device,
-               "amp": config.amp}
-    train_rows = embed(model.encoder, Subset(train_set, rows.tolist()), **options)
-    val_rows = embed(model.encoder, val_set, **options)
-    y_train = np.asarray(train_set.targets)[rows]
-    y_val = np.asarray(val_set.targets)
-    _, metric_k = parse_probe_metric(config.probe_metric)
-    ks = sorted({1, 5, 10, 20} | ({metric_k} if metric_k else set()))
-    if y_train.ndim == 2:
-        scores = _multilabel_scores(train_rows, y_train, val_rows, y_val, ks, config)
-    else:
+               "amp": config.amp, "num_workers": config.num_workers}
+    with _current_device(device):
+        train_rows = embed(model.encoder, Subset(train_set, rows.tolist()), **options)
+        val_rows = embed(model.encoder, val_set, **options)
+        y_train = np.asarray(train_set.targets)[rows]
+        y_val = np.asarray(val_set.targets)
+        _, metric_k = parse_probe_metric(config.probe_metric)
+        ks = sorted({1, 5, 10, 20} | ({metric_k} if metric_k else set()))
+        backend = probe_backend(device)
+        if y_train.ndim == 2:
+            return _checked(_multilabel_scores(train_rows, y_train, val_rows, y_val, ks, config,
+                                               backend), config, rows)
         ks = [k for k in ks if k <= len(rows)]
         knn = probekit.knn_probe(train_rows, y_train, val_rows, y_val, k=ks, n_bootstrap=10,
-                                 seed=config.seed)
-        scores = {f"knn_{vote}@{k}": float(getattr(knn, vote)[k].accuracy)
-                  for vote in ("weighted", "majority") for k in knn.k}
-        if config.probe_linear or config.probe_metric == "linear":
-            linear = probekit.linear_probe(train_rows, y_train, val_rows, y_val,
-                                           n_bootstrap=10, seed=config.seed)
-            scores["linear"] = float(linear.scores.accuracy)
+                                 seed=config.seed, backend=backend)
+    scores = {f"knn_{vote}@{k}": float(getattr(knn, vote)[k].accuracy)
+              for vote in ("weighted", "majority") for k in knn.k}
+    if config.probe_linear or config.probe_metric == "linear":
+        linear = probekit.linear_probe(train_rows, y_train, val_rows, y_val,
+                                       n_bootstrap=10, seed=config.seed)
+        scores["linear"] = float(linear.scores.accuracy)
+    return _checked(scores, config, rows)
+
+
+def _checked(scores: dict[str, float], config: TrainConfig, rows: np.ndarray) -> dict[str, float]:
     if config.probe_metric not in scores:
         raise ValueError(f"probe metric {config.probe_metric} could not be computed: the probe "
                          f"training set has {len(rows)} rows")
     return scores
 
 
+def probe_backend(device: torch.device) -> str:
+    """The probekit search backend of the probes in the loop: ``"auto"`` when training on
+    ``cuda:0`` (faiss-gpu, else torch on the current CUDA device, which :func:`fit` has set
+    to the training GPU), ``"torch"`` on any other GPU (probekit's faiss-gpu backend builds
+    its index on GPU 0 whatever the current device is; its torch backend uses the current
+    device), and a CPU backend when training on the CPU (faiss-cpu, else numpy), so that CPU
+    training never touches a GPU."""
+    from probekit.neighbors import available_backends
+
+    if device.type == "cuda":
+        return "auto" if device.index in (None, 0) else "torch"
+    return "faiss-cpu" if "faiss-cpu" in available_backends() else "numpy"
+
+
+def _current_device(device: torch.device):
+    """``torch.cuda.device(device)`` for a GPU (a no-op after fit's ``set_device``, kept so
+    that a probe called on its own also searches there), nothing for the CPU."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _multilabel_scores(train_rows: np.ndarray, y_train: np.ndarray, val_rows: np.ndarray,
-                       y_val: np.ndarray, ks: list[int], config: TrainConfig) -> dict[str, float]:
+                       y_val: np.ndarray, ks: list[int], config: TrainConfig,
+                       backend: str = "auto") -> dict[str, float]:
     """mAP of probekit's multi-label kNN (weighted vote, every k that fits) and linear probes,
     scored on the validation rows (see :func:`probe_scores`)."""
     from probekit.probes.multilabel import multilabel_probe
 
     report = multilabel_probe(train_rows, y_train, X_test=val_rows, Y_test=y_val, k=ks,
-                              seed=config.seed, n_bootstrap=10, geometry=False)
+                              seed=config.seed, n_bootstrap=10, geometry=False,
+                              backend=backend)
     scores = {f"knn_weighted@{k}": report.knn["weighted"][str(k)]["map"]
               for k in report.protocol["k"]}
     scores["linear"] = report.linear["map"]
@@ -554,19 +623,17 @@ def probe_measure(train_set) -> str:
     return "map" if np.asarray(train_set.targets).ndim == 2 else "accuracy"
 
 
-def save_checkpoint(path: Path, payload: dict) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then an atomic rename. A payload
-    with a NaN or infinite tensor is refused (:class:`tuner.finite.NonFiniteError`) before
-    anything is written, so a good checkpoint is never replaced by a diverged one."""
+def save_checkpoint(path: str | Path, payload: dict) -> Path:
+    """``torch.save(payload)`` to ``path`` through :func:`probekit.files.write_atomically`
+    (a temporary file beside it, flushed to disk, given the usual permissions, renamed over
+    it): a crash or an error while writing leaves the previous file and no temporary one.
+    A payload with a NaN or infinite tensor is refused (:class:`tuner.finite.NonFiniteError`)
+    before anything is written, so a good checkpoint is never replaced by a diverged one."""
+    from probekit.files import write_atomically
+
+    path = Path(path)
     check_tensors(payload, f"the state to save as {path.name}", "save")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda stream: torch.save(payload, stream))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -600,8 +667,9 @@ def load_encoder(encoder: nn.Module, path: str | Path, head: nn.Module | None = 
 
 
 def write_log(path: Path, result: TrainResult, config: TrainConfig, train_set) -> None:
-    """``log.json``: the config, the classes, every epoch's record and the best epoch."""
-    from probekit.report import write_atomically
+    """``log.json`` (atomically): the config, the classes, every epoch's record and the best
+    epoch."""
+    from probekit.files import write_atomically
 
     document = {"config": dataclasses.asdict(config), "classes": _classes(train_set),
                 "epochs": result.history,
@@ -673,51 +741,76 @@ def _model_state(payload: dict) -> dict:
 
 
 def _payload(model: EncoderWithHead, optimizer, scheduler, result: TrainResult,
-             config: TrainConfig, train_set, epoch: int) -> dict:
+             config: TrainConfig, train_set, epoch: int, rng: list[dict] | None = None) -> dict:
+    """A checkpoint: the weights (``best.pt``), and with ``optimizer`` what resuming needs
+    (``last.pt``): optimiser, schedule, history and the random generators of every rank,
+    ``rng_ranks`` (rank r's at index r; ``rng`` repeats rank 0's, the layout of earlier
+    versions, which they resume from)."""
     payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch,
                "encoder": model.encoder.state_dict(), "head": model.head.state_dict(),
                "config": dataclasses.asdict(config), "classes": _classes(train_set),
                "best_epoch": result.best_epoch, "best_score": result.best_score}
     if optimizer is not None:
         payload.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                       history=result.history, rng=_rng_states())
+                       history=result.history, rng=rng[0], rng_ranks=list(rng))
     return payload
 
 
 def _restore(payload: dict, model, optimizer, scheduler, result: TrainResult,
-             device: torch.device) -> int:
+             device: torch.device, rank: int = 0) -> int:
+    """Load ``last.pt`` into the run; every rank restores its own random generators
+    (``rng_ranks[rank]``). A rank the checkpoint has no states for (more processes than the run
+    that wrote it, or a checkpoint of an earlier version, which kept rank 0's only) keeps the
+    fresh seeding of :func:`fit` (``seed + rank``)."""
     if "optimizer" not in payload:
         raise ValueError("this checkpoint holds weights only (best.pt); resume from last.pt")
     model.load_state_dict(_model_state(payload))
     model.to(device)
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
-    _set_rng_states(payload["rng"])
+    ranks = payload.get("rng_ranks") or [payload["rng"]]
+    if rank < len(ranks):
+        _set_rng_states(ranks[rank], device)
     result.history = list(payload["history"])
     result.best_epoch, result.best_score = payload["best_epoch"], payload["best_score"]
     return int(payload["epoch"])
 
 
-def _rng_states() -> dict:
-    """torch (CPU and CUDA), numpy's global and Python's generator states, in types that
-    ``torch.load(weights_only=True)`` reads back."""
+def _gather_rng_states(device: torch.device) -> list[dict]:
+    """Every rank's :func:`_rng_states`, in rank order (an all-gather: every rank calls it)."""
+    own = _rng_states(device)
+    if not is_distributed():
+        return [own]
+    gathered: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, own)
+    return gathered
+
+
+def _rng_states(device: torch.device) -> dict:
+    """This process's generator states: torch's CPU generator, the training GPU's (only that
+    one: touching the others would open a CUDA context on each), numpy's global and Python's,
+    in types that ``torch.load(weights_only=True)`` reads back."""
     _, keys, position, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
     states = {"torch": torch.get_rng_state(),
               "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)),
                         "position": int(position), "has_gauss": int(has_gauss),
                         "gauss": float(gauss)},
               "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
     return states
 
 
-def _set_rng_states(states: dict) -> None:
+def _set_rng_states(states: dict, device: torch.device) -> None:
     torch.set_rng_state(states["torch"])
     numpy = states["numpy"]
     keys = numpy["keys"].numpy().astype(np.uint32)
     np.random.set_state(  # noqa: NPY002
         ("MT19937", keys, numpy["position"], numpy["has_gauss"], numpy["gauss"]))
     random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    cuda = states.get("cuda")
+    if cuda is not None and device.type == "cuda":
+        if isinstance(cuda, (list, tuple)):  # earlier versions kept every device's state
+            cuda = cuda[device.index] if device.index < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
