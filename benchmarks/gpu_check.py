@@ -24,7 +24,7 @@ out-of-memory halving simulated), so the script itself is tested where there is 
 The checks:
 
 - ``environment``: torch, CUDA devices, bf16 support, faiss (GPU mode: FAIL without CUDA).
-- ``search-faiss-gpu``: probekit.neighbors.search with backend faiss-gpu against numpy (cosine,
+- ``search-faiss-gpu``: probekit.neighbours.search with backend faiss-gpu against numpy (cosine,
   euclidean, inner product, exclude_self). SKIP without faiss-gpu.
 - ``search-torch-cuda``: the same with backend torch on CUDA, and its out-of-memory halving
   (a tiny block budget, and out-of-memory errors raised on the first two blocks).
@@ -132,17 +132,17 @@ def random_rows(n: int, dim: int, seed: int):
 
 
 def compare_search(backend: str, ctx: Context, *, block_elements: int | None = None) -> str:
-    """probekit.neighbors.search with ``backend`` against numpy, for every metric and with
+    """probekit.neighbours.search with ``backend`` against numpy, for every metric and with
     exclude_self; returns the detail line. Similarities agree to float32 rounding at their
     scale; neighbour indices agree except where two candidates' similarities tie within that
     rounding (the order of near-ties is legitimately backend-dependent)."""
     import numpy as np
 
-    from probekit import neighbors
+    from probekit import neighbours
     from probekit.errors import InputError
 
     try:
-        neighbors.resolve_backend(backend)
+        neighbours.resolve_backend(backend)
     except InputError as error:
         raise Skip(str(error)) from None
     n_db, n_q, dim, k = ctx.size((100_000, 2_000, 96, 50), (3_000, 300, 16, 10))
@@ -150,18 +150,18 @@ def compare_search(backend: str, ctx: Context, *, block_elements: int | None = N
     queries = random_rows(n_q, dim, 1)
     worst_sim, agreement, runs = 0.0, [], []
     if block_elements is not None:
-        neighbors._SCORE_ELEMENTS = block_elements
+        neighbours._SCORE_ELEMENTS = block_elements
     for metric in ("cosine", "euclidean", "ip"):
-        db = neighbors.prepare_vectors(database, metric=metric)
-        q = neighbors.prepare_vectors(queries, metric=metric)
+        db = neighbours.prepare_vectors(database, metric=metric)
+        q = neighbours.prepare_vectors(queries, metric=metric)
         cases = [(q, db, False)]
         if metric == "cosine":
             self_rows = db[: ctx.size(10_000, 1_000)]
             cases.append((self_rows, self_rows, True))
         for query_rows, db_rows, exclude in cases:
-            found = neighbors.search(query_rows, db_rows, k, metric=metric,
+            found = neighbours.search(query_rows, db_rows, k, metric=metric,
                                      exclude_self=exclude, backend=backend)
-            expected = neighbors.search(query_rows, db_rows, k, metric=metric,
+            expected = neighbours.search(query_rows, db_rows, k, metric=metric,
                                         exclude_self=exclude, backend="numpy")
             expect(found.backend == backend, f"ran on {found.backend}, not {backend}")
             scale = max(1.0, float(np.abs(expected.similarities).max()))
@@ -234,7 +234,7 @@ def check_search_torch(ctx: Context) -> str:
     """torch's search against numpy; then with a tiny block budget and out-of-memory errors
     raised on the first two blocks it tries, so that the halving path runs."""
     torch = _torch()
-    from probekit import neighbors
+    from probekit import neighbours
 
     if not ctx.small:
         expect(torch.cuda.is_available(), "no CUDA")
@@ -258,7 +258,7 @@ def check_search_torch(ctx: Context) -> str:
         halved = compare_search("torch", ctx, block_elements=64 * n_db)  # 64 queries a block
     finally:
         torch.topk, torch.cuda.empty_cache = real_topk, real_empty
-        neighbors._SCORE_ELEMENTS = 1 << 25
+        neighbours._SCORE_ELEMENTS = 1 << 25
     expect(len(halvings) == 2, f"expected 2 halvings after 2 out-of-memory errors, "
            f"saw {len(halvings)}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -276,12 +276,12 @@ def check_search_torch_oom(ctx: Context) -> str:
     import numpy as np
 
     torch = _torch()
-    from probekit import neighbors
+    from probekit import neighbours
 
     n_db, n_q, dim, k = 100_000, 2_000, 64, 20
-    database = neighbors.prepare_vectors(random_rows(n_db, dim, 2), metric="euclidean")
-    queries = neighbors.prepare_vectors(random_rows(n_q, dim, 3), metric="euclidean")
-    expected = neighbors.search(queries, database, k, metric="euclidean", backend="numpy")
+    database = neighbours.prepare_vectors(random_rows(n_db, dim, 2), metric="euclidean")
+    queries = neighbours.prepare_vectors(random_rows(n_q, dim, 3), metric="euclidean")
+    expected = neighbours.search(queries, database, k, metric="euclidean", backend="numpy")
     total = torch.cuda.get_device_properties(0).total_memory
     # cuBLAS's handle and workspace and topk's kernels first, outside the cap: the cap is
     # for the search's blocks
@@ -298,7 +298,7 @@ def check_search_torch_oom(ctx: Context) -> str:
 
     torch.cuda.empty_cache = empty_cache
     try:
-        found = neighbors.search(queries, database, k, metric="euclidean", backend="torch")
+        found = neighbours.search(queries, database, k, metric="euclidean", backend="torch")
     finally:
         torch.cuda.empty_cache = real_empty
         torch.cuda.set_per_process_memory_fraction(1.0, 0)

@@ -139,3 +139,16 @@ def test_naming_a_cpu_backend_imports_no_torch():
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                timeout=120)
     assert completed.stdout.strip() == "False", completed.stderr
+
+
+def test_faiss_gpu_indexes_go_to_the_current_cuda_device(monkeypatch):
+    """tuner sets each rank's GPU current; faiss-gpu's index must follow it, not GPU 0."""
+    import sys
+    import types
+
+    cuda = types.SimpleNamespace(is_available=lambda: True, is_initialized=lambda: True,
+                                 current_device=lambda: 3)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    assert neighbours._current_cuda_device() == 3
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert neighbours._current_cuda_device() == 0

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import gaussian_classes
 from probekit import Report, dual_probe
-from probekit.report import write_atomically
+from probekit.files import write_atomically
 
 
 @pytest.fixture(scope="module")

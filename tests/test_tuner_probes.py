@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
 
-from probekit.probes.multilabel import multilabel_probe  # noqa: E402
+from probekit import dual_probe  # noqa: E402
 from tuner.embed import embed  # noqa: E402
 from tuner.sampling import MPerClassSampler, ShuffledBatches  # noqa: E402
 from tuner.train import TrainConfig, fit, probe_backend  # noqa: E402
@@ -54,10 +54,10 @@ def test_multilabel_data_is_probed_by_map_and_picks_the_best_checkpoint(tmp_path
     assert log["best"]["measure"] == "map" and log["best"]["score"] == result.best_score
     assert "knn_weighted@10 mAP" in capsys.readouterr().err
     # the score is probekit's multi-label probe of the restored best model's embeddings
-    report = multilabel_probe(embed(model, X[:180], device="cpu"), hot[:180],
-                              X_test=embed(model, X[180:], device="cpu"), Y_test=hot[180:],
-                              k=(1, 5, 10, 20), n_bootstrap=10, geometry=False,
-                              backend=probe_backend(torch.device("cpu")))
+    report = dual_probe(embed(model, X[:180], device="cpu"), hot[:180],
+                        X_test=embed(model, X[180:], device="cpu"), y_test=hot[180:],
+                        k=(1, 5, 10, 20), n_bootstrap=10, geometry=False,
+                        backend=probe_backend(torch.device("cpu")))
     assert report.knn["weighted"]["10"]["map"] == pytest.approx(result.best_score)
 
 

@@ -148,7 +148,10 @@ def finetune(train_manifest, encoder_spec, pooling, val_manifest, embed_manifest
         except ValueError as error:
             raise InputError(f"--train-last: {error}") from None
     _check_stems([train_manifest, val_manifest, *embed_manifests])
-    rank = tuner.init_distributed()[0]
+    try:  # the process group's backend follows --device (gloo on the CPU, NCCL on CUDA)
+        rank = tuner.init_distributed(device)[0]
+    except ValueError as error:
+        raise InputError(str(error)) from None
     audio = {"sample_rate": encoder.sample_rate, "max_seconds": max_seconds,
              "cache": cache_audio, "seed": seed}
     train = _read_clips(tuner, train_manifest, audio, random_crop=True)

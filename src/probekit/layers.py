@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from probekit.version import __version__
 from probekit.dual import dual_probe
 from probekit.errors import InputError
 from probekit.report import Report, write_atomically
+from probekit.version import __version__
 
 
 @dataclass(frozen=True)

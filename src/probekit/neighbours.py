@@ -26,6 +26,7 @@ of the distances themselves.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -275,7 +276,7 @@ def _search_faiss(queries, database, k, metric, shift, name, progress):
     index = faiss.IndexFlatL2(dim) if metric == "euclidean" else faiss.IndexFlatIP(dim)
     if name == "faiss-gpu":
         resources = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(resources, 0, index)
+        index = faiss.index_cpu_to_gpu(resources, _current_cuda_device(), index)
     for start, stop in row_chunks(*database.shape):
         index.add(_centred(database[start:stop], shift))
     n = queries.shape[0]
@@ -353,6 +354,16 @@ def _search_torch(queries, database, k, metric, shift, name, progress):
         if progress:
             progress(stop, n)
     return sims, idx
+
+
+def _current_cuda_device() -> int:
+    """The CUDA device a caller has made current (``torch.cuda.set_device``, as tuner does for
+    each rank), 0 when torch has not been loaded or initialised CUDA: faiss-gpu's index goes
+    where the caller's other tensors are."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        return int(torch.cuda.current_device())
+    return 0
 
 
 def _nvidia_device_present() -> bool:

@@ -490,7 +490,7 @@ def probe_scores(model: EncoderWithHead, train_set, val_set, config: TrainConfig
 
     Single-label data: accuracies of the kNN probe (both votes at k = 1, 5, 10, 20 and the k of
     ``probe_metric``) and of the linear probe. Multi-label data (``(N, C)`` targets): the mAP
-    of probekit's multi-label probes (:func:`probekit.probes.multilabel.multilabel_probe`: the
+    of probekit's multi-label probes (:func:`probekit.dual_probe` of the tag matrix: the
     similarity-weighted kNN tag scores at those k, under the names ``knn_weighted@K``, and the
     one-vs-rest linear probe, ``linear``), without the geometry diagnostics.
 
@@ -538,16 +538,14 @@ def _checked(scores: dict[str, float], config: TrainConfig, rows: np.ndarray) ->
 
 
 def probe_backend(device: torch.device) -> str:
-    """The probekit search backend of the probes in the loop: ``"auto"`` when training on
-    ``cuda:0`` (faiss-gpu, else torch on the current CUDA device, which :func:`fit` has set
-    to the training GPU), ``"torch"`` on any other GPU (probekit's faiss-gpu backend builds
-    its index on GPU 0 whatever the current device is; its torch backend uses the current
-    device), and a CPU backend when training on the CPU (faiss-cpu, else numpy), so that CPU
-    training never touches a GPU."""
-    from probekit.neighbors import available_backends
+    """The probekit search backend of the probes in the loop: ``"auto"`` when training on a
+    GPU (faiss-gpu, else torch, both on the current CUDA device, which :func:`fit` has set to
+    the training GPU), and a CPU backend when training on the CPU (faiss-cpu, else numpy), so
+    that CPU training never touches a GPU."""
+    from probekit.neighbours import available_backends
 
     if device.type == "cuda":
-        return "auto" if device.index in (None, 0) else "torch"
+        return "auto"
     return "faiss-cpu" if "faiss-cpu" in available_backends() else "numpy"
 
 
@@ -562,11 +560,11 @@ def _multilabel_scores(train_rows: np.ndarray, y_train: np.ndarray, val_rows: np
                        backend: str = "auto") -> dict[str, float]:
     """mAP of probekit's multi-label kNN (weighted vote, every k that fits) and linear probes,
     scored on the validation rows (see :func:`probe_scores`)."""
-    from probekit.probes.multilabel import multilabel_probe
+    import probekit
 
-    report = multilabel_probe(train_rows, y_train, X_test=val_rows, Y_test=y_val, k=ks,
-                              seed=config.seed, n_bootstrap=10, geometry=False,
-                              backend=backend)
+    report = probekit.dual_probe(train_rows, y_train, X_test=val_rows, y_test=y_val, k=ks,
+                                 seed=config.seed, n_bootstrap=10, geometry=False,
+                                 backend=backend)
     scores = {f"knn_weighted@{k}": report.knn["weighted"][str(k)]["map"]
               for k in report.protocol["k"]}
     scores["linear"] = report.linear["map"]

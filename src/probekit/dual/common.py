@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probekit.version import __version__
 from probekit.errors import InputError
 from probekit.geometry import check_extras, check_sample_size
 from probekit.neighbours import check_metric, check_representable
@@ -18,6 +17,7 @@ from probekit.probes.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 from probekit.probes.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
 from probekit.report import Report
 from probekit.validate import check_dataset, check_embeddings, check_same_dimensions, check_tags
+from probekit.version import __version__
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: what a long run reports while it works."""
