@@ -457,16 +457,19 @@ def _write_outputs(report, out, plots_dir, plot_format, html_path, quiet=False) 
     """The JSON (+ sidecar), the figures and the HTML that were asked for."""
     if out is not None:
         report.save(out)
+    figures = None
     if plots_dir is not None:
         from probekit.render.plots import write_figures
 
         paths = write_figures(report, plots_dir, fmt=plot_format)
+        if plot_format == "png":  # the page embeds these very files: each figure drawn once
+            figures = {path.stem: path.read_bytes() for path in paths}
         if not quiet:
             click.echo(f"{len(paths)} figures written to {plots_dir}", err=True)
     if html_path is not None:
         from probekit.render.html import write_html
 
-        write_html(report, html_path)
+        write_html(report, html_path, figures=figures)
         if not quiet:
             click.echo(f"HTML report written to {html_path}", err=True)
 
