@@ -48,6 +48,7 @@ def test_figures_for_few_and_many_classes(tmp_path, n_classes):
         assert_real_png(path)
 
 
+@pytest.mark.slow
 def test_figures_are_deterministic_and_other_formats(tmp_path, report):
     first = plots.write_figures(report, tmp_path / "a")
     second = plots.write_figures(report, tmp_path / "b")
@@ -163,6 +164,7 @@ def test_save_load_round_trip(tmp_path, report):
     assert right / pairs[:, 2].sum() == pytest.approx(report.linear["accuracy"])
 
 
+@pytest.mark.slow
 def test_html_is_self_contained(tmp_path, report):
     path = write_html(report, tmp_path / "report.html")
     text = path.read_text()
@@ -174,6 +176,7 @@ def test_html_is_self_contained(tmp_path, report):
     assert render_figures(report).keys() == set(plots.FIGURES)
 
 
+@pytest.mark.slow
 def test_cli_plots_html_and_rerender(tmp_path):
     X, y = gaussian_classes(300, 8, 4, separation=2.0, seed=6)
     np.save(tmp_path / "x.npy", X)
@@ -209,6 +212,7 @@ def test_default_evaluate_does_not_import_umap():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_review_regressions_for_figures(tmp_path):
     # a class name with "$", classes absent from the test set, 22 classes (colour bar rule)
     rng = np.random.default_rng(7)

