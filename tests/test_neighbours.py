@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from conftest import torch_available
-from probekit import neighbours
+from probekit import accelerators, neighbours
 from probekit.errors import InputError
 
 CPU_BACKENDS = ["faiss-cpu", "numpy"] + (["torch"] if torch_available() else [])
@@ -149,6 +149,6 @@ def test_faiss_gpu_indexes_go_to_the_current_cuda_device(monkeypatch):
     cuda = types.SimpleNamespace(is_available=lambda: True, is_initialized=lambda: True,
                                  current_device=lambda: 3)
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
-    assert neighbours._current_cuda_device() == 3
+    assert accelerators.current_cuda_device() == 3
     monkeypatch.setitem(sys.modules, "torch", None)
-    assert neighbours._current_cuda_device() == 0
+    assert accelerators.current_cuda_device() == 0

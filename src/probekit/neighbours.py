@@ -25,13 +25,17 @@ of the distances themselves.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from probekit.accelerators import (
+    current_cuda_device,
+    import_faiss,
+    import_torch,
+    nvidia_device_present,
+)
 from probekit.arrays import float32_limit, row_blocks, row_chunks, to_float32, unit_rows
 from probekit.errors import InputError, install_hint
 
@@ -136,9 +140,9 @@ def _zero_rows_message(count: int, total: int, name: str) -> str:
 def available_backends() -> list[str]:
     """Backends that can run on this machine, best first (torch on CUDA before faiss-cpu,
     torch on a CPU after it). Imports torch to find out."""
-    faiss = _import_faiss()
-    torch = _import_torch()
-    cuda = torch is not None and _nvidia_device_present() and torch.cuda.is_available()
+    faiss = import_faiss()
+    torch = import_torch()
+    cuda = torch is not None and nvidia_device_present() and torch.cuda.is_available()
     found = ["faiss-gpu"] if _faiss_gpu_usable(faiss) else []
     found += ["torch"] if cuda else []
     found += ["faiss-cpu"] if faiss is not None else []
@@ -150,17 +154,17 @@ def _faiss_gpu_usable(faiss) -> bool:
     """A faiss build with GPU support and a GPU; the cheap device check comes first (faiss's
     own GPU count can abort the process on a machine with the GPU build and no driver)."""
     return (faiss is not None and hasattr(faiss, "StandardGpuResources")
-            and _nvidia_device_present() and faiss.get_num_gpus() > 0)
+            and nvidia_device_present() and faiss.get_num_gpus() > 0)
 
 
 def _available(name: str) -> bool:
     """Whether the one backend ``name`` can run (torch is imported only when it is asked)."""
     if name == "faiss-cpu":
-        return _import_faiss() is not None
+        return import_faiss() is not None
     if name == "faiss-gpu":
-        return _faiss_gpu_usable(_import_faiss())
+        return _faiss_gpu_usable(import_faiss())
     if name == "torch":
-        return _import_torch() is not None
+        return import_torch() is not None
     return name == "numpy"
 
 
@@ -172,11 +176,11 @@ def resolve_backend(backend: str = "auto") -> str:
     if backend not in BACKENDS:
         raise InputError(f"unknown search backend '{backend}': choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        faiss = _import_faiss()
+        faiss = import_faiss()
         if _faiss_gpu_usable(faiss):
             return "faiss-gpu"
-        if _nvidia_device_present():
-            torch = _import_torch()
+        if nvidia_device_present():
+            torch = import_torch()
             if torch is not None and torch.cuda.is_available():
                 return "torch"
         return "faiss-cpu" if faiss is not None else "numpy"
@@ -271,12 +275,12 @@ def _centred(block: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
 
 
 def _search_faiss(queries, database, k, metric, shift, name, progress):
-    faiss = _import_faiss()
+    faiss = import_faiss()
     dim = database.shape[1]
     index = faiss.IndexFlatL2(dim) if metric == "euclidean" else faiss.IndexFlatIP(dim)
     if name == "faiss-gpu":
         resources = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(resources, _current_cuda_device(), index)
+        index = faiss.index_cpu_to_gpu(resources, current_cuda_device(), index)
     for start, stop in row_chunks(*database.shape):
         index.add(_centred(database[start:stop], shift))
     n = queries.shape[0]
@@ -319,7 +323,7 @@ def _search_numpy(queries, database, k, metric, shift, name, progress):
 
 
 def _search_torch(queries, database, k, metric, shift, name, progress):
-    torch = _import_torch()
+    torch = import_torch()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     n, n_db = queries.shape[0], database.shape[0]
     db = torch.from_numpy(np.ascontiguousarray(database, dtype=np.float32)).to(device)
@@ -354,34 +358,3 @@ def _search_torch(queries, database, k, metric, shift, name, progress):
         if progress:
             progress(stop, n)
     return sims, idx
-
-
-def _current_cuda_device() -> int:
-    """The CUDA device a caller has made current (``torch.cuda.set_device``, as tuner does for
-    each rank), 0 when torch has not been loaded or initialised CUDA: faiss-gpu's index goes
-    where the caller's other tensors are."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        return int(torch.cuda.current_device())
-    return 0
-
-
-def _nvidia_device_present() -> bool:
-    """Cheap test for an NVIDIA GPU (device node or driver), made before importing torch."""
-    return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")
-
-
-def _import_faiss():
-    try:
-        import faiss
-    except ImportError:
-        return None
-    return faiss
-
-
-def _import_torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
