@@ -19,3 +19,27 @@ def make_embeddings(
     codes = centres[y] + rng.normal(size=(n, latent))
     X = codes @ mixing + 0.5 * rng.normal(size=(n, dim)) + 0.3
     return X.astype(np.float32), y.astype(np.int64)
+
+
+def write_embeddings(
+    path_x, path_y, n: int, dim: int = 256, n_classes: int = 100, *, latent: int = 64,
+    separation: float = 1.0, seed: int = 0, chunk: int = 65_536,
+) -> None:
+    """The model of :func:`make_embeddings` written chunk by chunk to two ``.npy`` files
+    (float32 X, int64 y), so that a million rows never need more than one chunk in RAM.
+    Centres and mixing come from ``seed``; each chunk's draws from ``(seed, chunk index)``."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, latent)) * separation
+    mixing = rng.normal(size=(latent, dim)) / np.sqrt(latent)
+    X = np.lib.format.open_memmap(path_x, mode="w+", dtype=np.float32, shape=(n, dim))
+    y = np.lib.format.open_memmap(path_y, mode="w+", dtype=np.int64, shape=(n,))
+    for index, start in enumerate(range(0, n, chunk)):
+        stop = min(n, start + chunk)
+        draw = np.random.default_rng([seed, index])
+        codes = draw.integers(0, n_classes, size=stop - start)
+        latent_rows = centres[codes] + draw.normal(size=(stop - start, latent))
+        X[start:stop] = latent_rows @ mixing + 0.5 * draw.normal(size=(stop - start, dim)) + 0.3
+        y[start:stop] = codes
+    X.flush()
+    y.flush()
+    del X, y

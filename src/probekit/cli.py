@@ -164,6 +164,7 @@ def demo(out_dir, figures, quiet):
               show_default=True, help="L-BFGS gradient tolerance (scikit-learn's default; "
               "lower it for few samples per dimension).")
 @opt.backend(help="Neighbour-search backend.")
+@opt.search_options
 @opt.bootstrap(help="Bootstrap resamples of each accuracy CI.")
 @opt.geometry(help="Geometry diagnostics of the training rows.")
 @click.option("--geometry-sample", type=click.IntRange(min=2), default=5000, show_default=True,
@@ -185,9 +186,10 @@ def demo(out_dir, figures, quiet):
               "in probekit compare.")
 @opt.quiet()
 def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temperature, loo,
-             test_size, folds, seed, c_grid, val_size, max_iter, tol, backend, n_bootstrap,
-             geometry, geometry_sample, extra, key, label_key, label_column, out, plots_dir,
-             plot_format, html_path, multilabel, tag_separator, save_predictions, quiet):
+             test_size, folds, seed, c_grid, val_size, max_iter, tol, backend, search, nlist,
+             nprobe, ef_search, n_bootstrap, geometry, geometry_sample, extra, key, label_key,
+             label_column, out, plots_dir, plot_format, html_path, multilabel, tag_separator,
+             save_predictions, quiet):
     """Run the dual probe on EMBEDDINGS (N x D: .npy .npz .csv .tsv .parquet) and LABELS
     (N labels: .npy .npz .txt .csv .tsv .parquet) and print the summary."""
     from probekit.data import count_rows, is_layer_stack, load_embeddings
@@ -197,8 +199,8 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
     probe_options = dict(
         k=k, metric=metric, temperature=temperature, loo=loo, C=c_grid or DEFAULT_C_GRID,
         val_size=val_size, test_size=test_size, folds=folds, seed=seed, backend=backend,
-        n_bootstrap=n_bootstrap, max_iter=max_iter, tol=tol, geometry=geometry,
-        geometry_sample=geometry_sample,
+        search=opt.search_method(search, nlist, nprobe, ef_search), n_bootstrap=n_bootstrap,
+        max_iter=max_iter, tol=tol, geometry=geometry, geometry_sample=geometry_sample,
         extra=[name.strip() for name in extra.split(",") if name.strip()], progress=progress)
     if (test_embeddings is None) != (test_labels is None):
         raise InputError("give --test-embeddings and --test-labels together")
@@ -238,6 +240,8 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
         X_test = None
         if test_embeddings is not None:
             X_test = load_embeddings(test_embeddings, key=key)
+        if probe_options["search"].name == "exact" and not quiet:
+            _suggest_approximate_search(X, X_test, probe_options)
         report = dual_probe(
             X, y, X_test=X_test, y_test=y_test, tags=tag_names,
             projection=(plots_dir is not None or html_path is not None) and not multilabel,
@@ -254,6 +258,43 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
     click.echo(report.to_markdown(), nl=False)
     if out is not None and not quiet:
         click.echo(f"report written to {out}", err=True)
+
+
+EXACT_SEARCH_WARNING_S = 60.0  # an exact search expected to take longer is announced
+EXACT_SEARCH_TIMED_WORK = 1e12  # queries x rows x dimensions below which it is not even timed
+
+
+def _suggest_approximate_search(X, X_test, options: dict) -> None:
+    """Say on stderr how long the exact kNN search will take when that is over a minute, and
+    that ``--search ivf`` exists (the run stays exact: nothing is switched silently)."""
+    from probekit.neighbours import exact_search_seconds
+
+    n = X.shape[0]
+    if X_test is not None:
+        pairs = (X_test.shape[0], n)
+    elif options["loo"]:
+        pairs = (n, n - 1)
+    elif options["folds"]:
+        pairs = (n, n - n // options["folds"])
+    else:
+        n_test = int(round(options["test_size"] * n))
+        pairs = (n_test, n - n_test)
+    if pairs[0] * pairs[1] * X.shape[1] < EXACT_SEARCH_TIMED_WORK:  # surely quick: not timed
+        return
+    seconds = exact_search_seconds(*pairs, X.shape[1], backend=options["backend"],
+                                   metric=options["metric"])
+    if seconds > EXACT_SEARCH_WARNING_S:
+        click.echo(f"the exact kNN search ({pairs[0]:,} queries against {pairs[1]:,} rows) "
+                   f"will take about {_duration(seconds)} here; --search ivf approximates it "
+                   "in a fraction of that and reports its measured recall", err=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _load_label_pair(labels, test_labels, *, multilabel, key, column, separator):
@@ -314,12 +355,13 @@ def _evaluate_layers(embeddings, labels, test_embeddings, test_labels, *, key, l
 @opt.seed()
 @opt.extra()
 @opt.backend()
+@opt.search_options
 @opt.key()
 @opt.label_key()
 @opt.label_column()
 @opt.out_file(help="Write the diagnostics as JSON here.")
-def diagnose(embeddings, labels, metric, sample_size, seed, extra, backend, key, label_key,
-             label_column, out):
+def diagnose(embeddings, labels, metric, sample_size, seed, extra, backend, search, nlist,
+             nprobe, ef_search, key, label_key, label_column, out):
     """Geometry diagnostics of EMBEDDINGS, with LABELS when given (label-free keys only
     without them)."""
     from probekit.data import load_embeddings, load_labels
@@ -334,7 +376,8 @@ def diagnose(embeddings, labels, metric, sample_size, seed, extra, backend, key,
         check_rows(X.shape[0], y, labels)
     result = run_diagnose(X, y, metric=metric, sample_size=sample_size, seed=seed,
                           extra=[name.strip() for name in extra.split(",") if name.strip()],
-                          backend=backend)
+                          backend=backend,
+                          method=opt.search_method(search, nlist, nprobe, ef_search))
     if out is not None:
         write_atomically(out, json.dumps(result.to_dict(), indent=2) + "\n")
     click.echo(geometry_markdown(result, f"Geometry of {embeddings.name}"), nl=False)

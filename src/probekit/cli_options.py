@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from probekit.errors import InputError
-from probekit.neighbours import BACKENDS, METRICS
+from probekit.neighbours import BACKENDS, METHODS, METRICS, SearchMethod
 from probekit.probes.knn import DEFAULT_K
 
 FILE = click.Path(dir_okay=False, path_type=Path)
@@ -68,6 +68,36 @@ k = _shared("--k", name="k", default=",".join(map(str, DEFAULT_K)), show_default
             callback=number_list(int), help="Comma-separated k values of the kNN probe.")
 metric = _shared("--metric", type=click.Choice(METRICS), default="cosine", show_default=True)
 backend = _shared("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+search = _shared("--search", type=click.Choice(METHODS), default="exact", show_default=True,
+                 help="kNN search: exact, or approximate through a faiss IVF or HNSW index "
+                 "(its recall is measured against exact search on 1000 sampled queries and "
+                 "reported).")
+nlist = _shared("--nlist", type=click.IntRange(min=1), default=None,
+                help="IVF lists [default: sqrt(N)].")
+nprobe = _shared("--nprobe", type=click.IntRange(min=1), default=None,
+                 help="IVF lists scanned per query [default: 1/16 of the lists, at least 16].")
+ef_search = _shared("--ef-search", type=click.IntRange(min=1), default=None,
+                    help="HNSW search depth [default: max(256, 2 k)].")
+
+
+def search_method(name: str, nlist: int | None, nprobe: int | None,
+                  ef_search: int | None) -> SearchMethod:
+    """The :class:`SearchMethod` of ``--search`` and its knobs; a knob of the other index is
+    refused rather than ignored."""
+    if name != "ivf" and (nlist is not None or nprobe is not None):
+        raise InputError("--nlist and --nprobe are knobs of --search ivf")
+    if name != "hnsw" and ef_search is not None:
+        raise InputError("--ef-search is a knob of --search hnsw")
+    return SearchMethod(name, nlist=nlist, nprobe=nprobe, ef_search=ef_search).check()
+
+
+def search_options(command):
+    """``--search`` and its knobs, in this order on a command."""
+    for option in (ef_search, nprobe, nlist, search):
+        command = option()(command)
+    return command
+
+
 test_size = _shared("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True),
                     default=0.2, show_default=True)
 seed = _shared("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)

@@ -21,16 +21,27 @@ raw inner products. In float32 an inner product of unit vectors carries an error
 when all rows point almost the same way (a tight cluster, or data far from the origin): ranked
 by inner products their order would be noise. Centred differences keep the relative precision
 of the distances themselves.
+
+Approximate search (``method``, a :class:`SearchMethod`): faiss's inverted-file index
+(``"ivf"``: k-means lists, ``nprobe`` of them scanned per query) or its HNSW graph
+(``"hnsw"``), both over the same centred rows, so their neighbours are ranked by the same
+distances as the exact ones; they only may miss some. How many they miss is measured, never
+assumed: :func:`recall_at_k` against an exact search of a seeded sample of the queries
+(:func:`sample_queries`), which is what the probes report next to every approximate number.
+Approximate indexes are built deterministically (a seeded training sample for the IVF
+k-means; HNSW inserted on one thread), so the same inputs give the same neighbours.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from probekit.accelerators import (
+    cuda_available,
     current_cuda_device,
     import_faiss,
     import_torch,
@@ -41,6 +52,9 @@ from probekit.errors import InputError, install_hint
 
 METRICS = ("cosine", "euclidean", "ip")
 BACKENDS = ("auto", "faiss-cpu", "faiss-gpu", "torch", "numpy")
+METHODS = ("exact", "ivf", "hnsw")
+FAISS_GPU_MAX_K = 2048  # faiss-gpu's flat and IVF searches take k (and nprobe) up to this
+RECALL_QUERIES = 1000  # queries of the exact search that measures an approximation's recall
 _QUERY_CHUNK = 16384  # queries per faiss call; bounds the result buffers and paces progress
 _SCORE_ELEMENTS = 1 << 25  # 128 MiB of float32 similarities per numpy/torch block
 
@@ -63,6 +77,92 @@ class Neighbours:
     similarities: np.ndarray
     indices: np.ndarray
     backend: str
+    method: dict = field(default_factory=lambda: {"name": "exact"})
+
+
+@dataclass(frozen=True)
+class SearchMethod:
+    """How :func:`search` finds neighbours: exactly, or through an approximate faiss index.
+
+    Attributes
+    ----------
+    name : ``"exact"`` (default), ``"ivf"`` (``IndexIVFFlat``) or ``"hnsw"``
+        (``IndexHNSWFlat``; CPU only).
+    nlist : IVF lists; None: ``DEFAULT_NLIST_FACTOR·sqrt(N)``, at most ``N / 39`` so that
+        k-means has 39 training rows per list. (faiss's guideline, 4-16·sqrt(N), is for
+        few queries against a large index; a probe sends N/4 queries, and the k-means training
+        costs ``train_per_list · nlist² · D`` per iteration, so fewer lists pay off.)
+    nprobe : IVF lists scanned per query; None: :data:`DEFAULT_NPROBE_SHARE` of the lists, at
+        least :data:`DEFAULT_NPROBE_MIN`.
+    train_per_list : rows of the seeded k-means training sample per list (faiss's own
+        default samples up to 256; 64 costs a quarter and loses little).
+    hnsw_m : HNSW graph degree; ef_construction : HNSW build depth;
+    ef_search : HNSW search depth; None: ``max(DEFAULT_EF_SEARCH, 2·k)``.
+    seed : seed of the IVF training sample.
+    """
+
+    name: str = "exact"
+    nlist: int | None = None
+    nprobe: int | None = None
+    train_per_list: int = 64
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int | None = None
+    seed: int = 0
+
+    def check(self) -> SearchMethod:
+        """:class:`InputError` for an unknown name or a knob that is not a positive
+        integer."""
+        if self.name not in METHODS:
+            raise InputError(f"unknown search method '{self.name}': choose one of "
+                             f"{', '.join(METHODS)}")
+        for knob in ("nlist", "nprobe", "train_per_list", "hnsw_m", "ef_construction",
+                     "ef_search"):
+            value = getattr(self, knob)
+            if value is not None and not (isinstance(value, (int, np.integer))
+                                          and not isinstance(value, bool) and value >= 1):
+                raise InputError(f"{knob} must be a positive integer, got {value}")
+        if self.train_per_list < 39:
+            raise InputError("train_per_list must be at least 39 (k-means needs 39 training "
+                             f"rows per list), got {self.train_per_list}")
+        return self
+
+    @property
+    def approximate(self) -> bool:
+        return self.name != "exact"
+
+    def resolved(self, n_database: int, k: int) -> dict:
+        """The concrete parameters for a database of ``n_database`` rows and ``k``
+        neighbours, as the report records them."""
+        if self.name == "ivf":
+            nlist = self.nlist or int(round(DEFAULT_NLIST_FACTOR * np.sqrt(n_database)))
+            nlist = max(1, min(nlist, n_database // 39 or 1))
+            nprobe = self.nprobe or max(DEFAULT_NPROBE_MIN,
+                                        int(np.ceil(DEFAULT_NPROBE_SHARE * nlist)))
+            return {"name": "ivf", "nlist": nlist, "nprobe": min(nprobe, nlist),
+                    "train_rows": min(n_database, nlist * self.train_per_list),
+                    "seed": self.seed}
+        if self.name == "hnsw":
+            return {"name": "hnsw", "M": self.hnsw_m, "ef_construction": self.ef_construction,
+                    "ef_search": self.ef_search or max(DEFAULT_EF_SEARCH, 2 * k)}
+        return {"name": "exact"}
+
+
+DEFAULT_NLIST_FACTOR = 1.0
+DEFAULT_NPROBE_SHARE = 1 / 16
+DEFAULT_NPROBE_MIN = 16
+DEFAULT_EF_SEARCH = 256
+
+
+def search_method(method: SearchMethod | str | None) -> SearchMethod:
+    """A checked :class:`SearchMethod` from a method or its name (None: exact)."""
+    if method is None:
+        return SearchMethod()
+    if isinstance(method, str):
+        return SearchMethod(name=method).check()
+    if not isinstance(method, SearchMethod):
+        raise InputError(f"search method must be a name or a SearchMethod, got {method!r}")
+    return method.check()
 
 
 def check_metric(metric: str) -> str:
@@ -198,10 +298,13 @@ def search(
     *,
     metric: str = "cosine",
     exclude_self: bool = False,
+    self_indices: np.ndarray | None = None,
     backend: str = "auto",
+    method: SearchMethod | str | None = None,
     progress: Counter | None = None,
 ) -> Neighbours:
-    """Exact k nearest neighbours of every query row in ``database``.
+    """The k nearest neighbours of every query row in ``database``: exact by default,
+    approximate through a faiss index when ``method`` says so.
 
     Parameters
     ----------
@@ -210,29 +313,64 @@ def search(
     metric : ``"cosine"`` (inner product of normalised rows), ``"ip"`` or ``"euclidean"``.
     exclude_self : ``queries`` and ``database`` are the same rows; row ``i``'s own entry is
         removed by index (not by position), so exact duplicates of a query stay its neighbours.
-    backend : one of :data:`BACKENDS`.
+    self_indices : the database row of each query, removed from its neighbours as
+        ``exclude_self`` does (for a sample of the database's rows used as queries).
+    backend : one of :data:`BACKENDS`. faiss-gpu takes k up to :data:`FAISS_GPU_MAX_K`; a
+        larger k runs on torch (CUDA) or faiss-cpu instead, and ``backend`` in the result says
+        which ran.
+    method : exact (None, ``"exact"``) or an approximate :class:`SearchMethod`; approximate
+        results are completed by an exact search for any query the index returned fewer than
+        k neighbours for, and ``method`` in the result records the concrete parameters.
     progress : called as ``progress(done, total)`` after each chunk of queries.
     """
     check_metric(metric)
+    how = search_method(method)
     n_db = database.shape[0]
     if queries.shape[1] != database.shape[1]:
         raise InputError(
             f"queries have {queries.shape[1]} dimensions but the database has {database.shape[1]}"
         )
-    limit = n_db - 1 if exclude_self else n_db
+    if exclude_self:
+        if queries.shape[0] != n_db:
+            raise InputError("exclude_self needs the queries to be the database rows")
+        self_indices = np.arange(n_db)
+    elif self_indices is not None:
+        self_indices = np.asarray(self_indices, dtype=np.int64)
+        if self_indices.shape != (queries.shape[0],):
+            raise InputError("self_indices needs one database row per query")
+    limit = n_db - 1 if self_indices is not None else n_db
     if not 1 <= k <= limit:
         raise InputError(f"k={k} neighbours asked of {limit} candidates")
-    if exclude_self and queries.shape[0] != n_db:
-        raise InputError("exclude_self needs the queries to be the database rows")
+    k_search = k + 1 if self_indices is not None else k
     name = resolve_backend(backend)
-    k_search = k + 1 if exclude_self else k
+    if how.name == "hnsw" and name == "faiss-gpu":
+        name = "faiss-cpu"  # faiss has no GPU HNSW
+    if name == "faiss-gpu" and k_search > FAISS_GPU_MAX_K and not how.approximate:
+        name = "torch" if _available("torch") and cuda_available() else "faiss-cpu"
+    parameters = how.resolved(n_db, k_search)
+    if name == "faiss-gpu" and how.approximate and max(k_search, parameters["nprobe"]) \
+            > FAISS_GPU_MAX_K:
+        name = "faiss-cpu"
+    if how.approximate and name not in ("faiss-cpu", "faiss-gpu"):
+        if import_faiss() is None:
+            raise InputError(f"approximate search ('{how.name}') needs faiss "
+                             "(pip install faiss-cpu)")
+        name = "faiss-cpu"
     shift = None
     if metric != "ip":  # rank by distances of centred rows (see the module docstring)
         shift = database.mean(axis=0, dtype=np.float64).astype(np.float32)
-    runner = {"faiss-cpu": _search_faiss, "faiss-gpu": _search_faiss,
-              "torch": _search_torch, "numpy": _search_numpy}[name]
-    scores, idx = runner(queries, database, k_search, "ip" if shift is None else "euclidean",
-                         shift, name, progress)
+    inner = "ip" if shift is None else "euclidean"
+    if how.approximate:
+        scores, idx = _search_index(queries, database, k_search, inner, shift, name,
+                                    parameters, progress)
+        incomplete = np.flatnonzero((idx < 0).any(axis=1))
+        if incomplete.size:  # too few rows in the probed lists: those queries exactly
+            scores[incomplete], idx[incomplete] = _search_faiss(
+                queries[incomplete], database, k_search, inner, shift, name, None)
+    else:
+        runner = {"faiss-cpu": _search_faiss, "faiss-gpu": _search_faiss,
+                  "torch": _search_torch, "numpy": _search_numpy}[name]
+        scores, idx = runner(queries, database, k_search, inner, shift, name, progress)
     # one order for every backend: score descending, ties by database index; the scores are
     # inner products (ip) or -||q - x||^2, sorted before they become similarities, whose
     # float32 rounding near 1 (cosine) would otherwise turn close neighbours into ties
@@ -248,16 +386,97 @@ def search(
         sims = np.clip(1.0 + 0.5 * scores, -1.0, 1.0)
     else:
         sims = scores
-    if exclude_self:
-        sims, idx = _drop_self(sims, idx)
-    return Neighbours(np.ascontiguousarray(sims, np.float32), idx.astype(np.int64), name)
+    if self_indices is not None:
+        sims, idx = _drop_self(sims, idx, self_indices)
+    return Neighbours(np.ascontiguousarray(sims, np.float32), idx.astype(np.int64), name,
+                      parameters)
 
 
-def _drop_self(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Remove each row's own index (row i is query i); rows where it was not returned (more
-    exact duplicates than k) lose their last entry instead."""
+def exact_search_seconds(n_queries: int, n_database: int, dim: int, *,
+                         backend: str = "auto", metric: str = "cosine") -> float:
+    """How long an exact search of ``n_queries`` against ``n_database`` rows of ``dim``
+    dimensions would take here: one timed search of at most 1000 random queries against at
+    most 50 000 random rows on the same backend, scaled by the number of (query, row) pairs
+    (the flat search's cost is proportional to it). Costs well under a second."""
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((min(n_queries, 1000), dim), dtype=np.float32)
+    database = rng.standard_normal((min(n_database, 50_000), dim), dtype=np.float32)
+    k = min(10, len(database))
+    search(queries[:10], database, k, metric=metric, backend=backend)  # warm up the backend
+    start = time.perf_counter()
+    search(queries, database, k, metric=metric, backend=backend)
+    seconds = time.perf_counter() - start
+    return seconds * (n_queries / len(queries)) * (n_database / len(database))
+
+
+def sample_queries(n_queries: int, seed: int = 0, size: int = RECALL_QUERIES) -> np.ndarray:
+    """Sorted seeded sample of ``min(size, n_queries)`` query rows, on which an approximate
+    search is checked against the exact one."""
+    if n_queries <= size:
+        return np.arange(n_queries)
+    return np.sort(np.random.default_rng(seed).choice(n_queries, size, replace=False))
+
+
+@dataclass(frozen=True)
+class ExactCheck:
+    """An approximate search checked on a sample of its queries (:func:`check_against_exact`).
+
+    Attributes
+    ----------
+    rows : the sampled query rows; exact : their exact neighbours;
+    recall : ``{k: recall@k}`` (string keys, as the report stores them).
+    """
+
+    rows: np.ndarray
+    exact: Neighbours
+    recall: dict
+
+    def summary(self, found: Neighbours, seed: int) -> dict:
+        """What the report records: the method, the sample and the recall."""
+        return {"method": dict(found.method), "n_queries": int(len(self.rows)),
+                "seed": int(seed), "recall": dict(self.recall)}
+
+
+def check_against_exact(queries: np.ndarray, database: np.ndarray, found: Neighbours,
+                        depths, *, metric: str, exclude_self: bool = False,
+                        backend: str = "auto", seed: int = 0,
+                        size: int = RECALL_QUERIES) -> ExactCheck:
+    """Search a seeded sample of ``queries`` (:func:`sample_queries`) exactly and measure the
+    :func:`recall_at_k` of ``found`` (their approximate neighbours, from the same arguments)
+    at every depth of ``depths`` that it holds."""
+    rows = sample_queries(len(queries), seed, size)
+    width = found.indices.shape[1]
+    exact = search(queries[rows], database, width, metric=metric, backend=backend,
+                   self_indices=rows if exclude_self else None)
+    recall = {str(d): recall_at_k(found.indices[rows], exact.indices, d)
+              for d in sorted(set(depths)) if 1 <= d <= width}
+    return ExactCheck(rows, exact, recall)
+
+
+def recall_at_k(approximate: np.ndarray, exact: np.ndarray, k: int) -> float:
+    """Mean over queries of ``|A_k ∩ E_k| / k``: the share of each query's exact k nearest
+    neighbours (``exact[:, :k]``, database indices) that the approximate list's first k
+    (``approximate[:, :k]``) holds (Jégou, Douze & Schmid, "Product quantization for nearest
+    neighbor search", TPAMI 2011, call it the k-recall@k, or "intersection measure").
+
+    Ties at the k-th place can make an exact list hold one of several equally near rows; the
+    approximate list holding another counts as a miss, so the value is a lower bound."""
+    a, e = approximate[:, :k], exact[:, :k]
+    if a.shape != e.shape:
+        raise InputError("recall@k needs two neighbour lists of the same shape")
+    # each list holds distinct rows, so a shared row appears twice side by side once sorted
+    merged = np.sort(np.concatenate([a, e], axis=1), axis=1)
+    hits = np.count_nonzero(merged[:, 1:] == merged[:, :-1], axis=1)
+    return float(np.mean(hits / k))
+
+
+def _drop_self(sims: np.ndarray, idx: np.ndarray,
+               self_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own database index (``self_indices[i]`` for query i); rows where it
+    was not returned (more exact duplicates than k, or an approximate search that missed it)
+    lose their last entry instead."""
     n, width = idx.shape
-    keep = idx != np.arange(n)[:, None]
+    keep = idx != self_indices[:, None]
     no_self = keep.all(axis=1)
     keep[no_self, width - 1] = False
     return sims[keep].reshape(n, width - 1), idx[keep].reshape(n, width - 1)
@@ -293,6 +512,52 @@ def _search_faiss(queries, database, k, metric, shift, name, progress):
             progress(stop, n)
     if metric == "euclidean":
         sims = -sims  # faiss gives squared distances
+    return sims, idx
+
+
+def _search_index(queries, database, k, metric, shift, name, parameters, progress):
+    """An approximate search through a faiss IVF-Flat or HNSW-Flat index over the centred
+    rows (IVF on the GPU for faiss-gpu, HNSW always on the CPU)."""
+    faiss = import_faiss()
+    dim = database.shape[1]
+    faiss_metric = faiss.METRIC_L2 if metric == "euclidean" else faiss.METRIC_INNER_PRODUCT
+    threads = faiss.omp_get_max_threads()
+    if parameters["name"] == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, parameters["M"], faiss_metric)
+        index.hnsw.efConstruction = parameters["ef_construction"]
+        faiss.omp_set_num_threads(1)  # HNSW inserts race on several threads: one, for one graph
+        try:
+            for start, stop in row_chunks(*database.shape):
+                index.add(_centred(database[start:stop], shift))
+        finally:
+            faiss.omp_set_num_threads(threads)
+        index.hnsw.efSearch = parameters["ef_search"]
+    else:
+        quantizer = (faiss.IndexFlatL2(dim) if metric == "euclidean"
+                     else faiss.IndexFlatIP(dim))
+        index = faiss.IndexIVFFlat(quantizer, dim, parameters["nlist"], faiss_metric)
+        if name == "faiss-gpu":
+            resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(resources, current_cuda_device(), index)
+        if hasattr(index, "cp"):
+            index.cp.seed = parameters["seed"]  # k-means' initial centroids
+        training = np.sort(np.random.default_rng(parameters["seed"]).choice(
+            database.shape[0], parameters["train_rows"], replace=False))
+        index.train(_centred(database[training], shift))
+        for start, stop in row_chunks(*database.shape):
+            index.add(_centred(database[start:stop], shift))
+        index.nprobe = parameters["nprobe"]
+    n = queries.shape[0]
+    sims = np.empty((n, k), dtype=np.float32)
+    idx = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, _QUERY_CHUNK):
+        stop = min(n, start + _QUERY_CHUNK)
+        sims[start:stop], idx[start:stop] = index.search(_centred(queries[start:stop], shift), k)
+        if progress:
+            progress(stop, n)
+    if metric == "euclidean":
+        sims = -sims  # faiss gives squared distances
+    sims[idx < 0] = -np.inf
     return sims, idx
 
 

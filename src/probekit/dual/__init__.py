@@ -17,6 +17,7 @@ import numpy as np
 from probekit.dual.classes import dual_probe_of_classes
 from probekit.dual.common import Options, Progress
 from probekit.dual.tags import dual_probe_of_tags
+from probekit.neighbours import SearchMethod, search_method
 from probekit.probes.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 from probekit.probes.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
 from probekit.report import Report
@@ -40,6 +41,7 @@ def dual_probe(
     folds: int | None = None,
     seed: int = 0,
     backend: str = "auto",
+    search: str | SearchMethod = "exact",
     n_bootstrap: int = 1000,
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float = DEFAULT_TOL,
@@ -72,6 +74,11 @@ def dual_probe(
     folds : number of stratified folds (mean ± std across folds; CI over pooled predictions).
     seed : seeds the split, the validation split and the bootstrap.
     backend : neighbour-search backend (see :mod:`probekit.neighbours`).
+    search : ``"exact"`` (default), ``"ivf"`` or ``"hnsw"``, or a
+        :class:`~probekit.neighbours.SearchMethod` with its knobs: the kNN search, and so the
+        geometry's neighbour graph. An approximate search is checked against the exact one on
+        a seeded sample of 1000 queries: the report's ``knn["approximation"]`` holds the
+        recall@k and the accuracy on that sample both ways.
     n_bootstrap : bootstrap resamples of every accuracy CI.
     max_iter, tol : L-BFGS limits of each logistic-regression fit.
     geometry : add the geometry diagnostics (:func:`probekit.diagnose`) of the training rows,
@@ -94,17 +101,12 @@ def dual_probe(
         k=tuple(k) if isinstance(k, Iterable) else (k,), metric=metric,
         temperature=temperature, loo=loo, C=tuple(C) if isinstance(C, Iterable) else (C,),
         val_size=val_size, test_size=test_size, folds=folds, seed=seed, backend=backend,
-        n_bootstrap=n_bootstrap, max_iter=max_iter, tol=tol, geometry=geometry,
-        geometry_sample=geometry_sample, extra=tuple(extra), projection=projection,
-        save_predictions=save_predictions).check()
+        search=search_method(search), n_bootstrap=n_bootstrap, max_iter=max_iter, tol=tol,
+        geometry=geometry, geometry_sample=geometry_sample, extra=tuple(extra),
+        projection=projection, save_predictions=save_predictions).check()
     if _is_tag_matrix(y) or _is_tag_matrix(y_test):
         return dual_probe_of_tags(X, y, X_test, y_test, tags, options, progress)
     return dual_probe_of_classes(X, y, X_test, y_test, options, progress)
-
-
-def _is_tag_matrix(labels) -> bool:
-    """An (N, C) label matrix with C > 1: multi-label tags."""
-    return labels is not None and np.ndim(labels) == 2 and np.shape(labels)[1] > 1
 
 
 def _is_tag_matrix(labels) -> bool:

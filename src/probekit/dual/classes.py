@@ -21,6 +21,7 @@ from probekit.probes.knn import (
     best_setting,
     correctness_columns,
     knn_predict,
+    pooled_approximation,
     reading_k,
     resolve_k,
     score_knn,
@@ -85,9 +86,12 @@ def dual_probe_of_classes(X, y, X_test, y_test, options: Options,
         knn_ci, linear_ci = _confidence_intervals(knn_runs, linear_runs, options)
         knn = _knn_section(knn_runs, knn_ci, encoding.n_train_classes)
         knn["backend"] = knn_runs[0][0].backend
+        if options.search.approximate:
+            knn["approximation"] = pooled_approximation([p.approximation for p, _ in knn_runs])
         linear = _linear_section(linear_runs, linear_ci, encoding.n_train_classes)
         comparison = _linear_vs_knn(knn_runs, linear_runs, units, options)
-    protocol.update(_class_protocol(options, ks, linear_runs[0][0].C_grid, knn["backend"]))
+    protocol.update(_class_protocol(options, ks, linear_runs[0][0].C_grid, knn["backend"],
+                                    knn_runs[0][0].graph.method))
     arrays = _figure_arrays(knn_runs, linear_runs, knn["best"], encoding, geometry)
     if options.save_predictions:
         arrays.update(_prediction_arrays(knn_runs, linear_runs, units, encoding,
@@ -145,7 +149,8 @@ def _knn_runs(X, units, encoding, ks, options: Options, progress):
     k, and the first search's graph for the geometry (None without geometry)."""
     n_classes, runs, kept = len(encoding.classes), [], None
     vote = dict(n_classes=n_classes, k=ks, metric=options.metric,
-                temperature=options.temperature, backend=options.backend)
+                temperature=options.temperature, backend=options.backend,
+                method=options.search, seed=options.seed)
     if options.loo:
         vectors = prepare_vectors(X, metric=options.metric)
         predicted = knn_predict(vectors, encoding.train, None, query_codes=encoding.train,
@@ -154,7 +159,8 @@ def _knn_runs(X, units, encoding, ks, options: Options, progress):
         runs.append((predicted, encoding.train))
         if options.geometry:
             kept = _GraphOfRows(Graph(predicted.graph, vectors, vectors, encoding.train,
-                                      encoding.train, options.metric, True), X, encoding.train)
+                                      encoding.train, options.metric, True,
+                                      recall=_recall(predicted)), X, encoding.train)
         return runs, kept
     for fold, unit in enumerate(units):
         train = prepare_vectors(X, unit.train_rows, metric=options.metric)
@@ -166,9 +172,13 @@ def _knn_runs(X, units, encoding, ks, options: Options, progress):
         if options.geometry and fold == 0:
             rows = X if unit.train_rows is None else X[unit.train_rows]
             kept = _GraphOfRows(Graph(predicted.graph, test, train, unit.test_codes,
-                                      unit.train_codes, options.metric, False), rows,
-                                unit.train_codes)
+                                      unit.train_codes, options.metric, False,
+                                      recall=_recall(predicted)), rows, unit.train_codes)
     return runs, kept
+
+
+def _recall(predicted) -> dict | None:
+    return None if predicted.approximation is None else predicted.approximation["recall"]
 
 
 def _with_centroid_agreement(geometry: Geometry, X, units, encoding, linear_run, *,
@@ -261,9 +271,10 @@ def _linear_vs_knn(knn_runs, linear_runs, units, options: Options) -> dict:
             "only_knn": result["only_b"], "p_value": result["p_value"], "test": result["test"]}
 
 
-def _class_protocol(options: Options, ks, C_grid, knn_backend: str) -> dict:
+def _class_protocol(options: Options, ks, C_grid, knn_backend: str, search: dict) -> dict:
     return {
         "loo": options.loo, "metric": options.metric, "k": list(ks), "votes": list(VOTES),
+        "search": dict(search),
         "temperature": options.temperature, "tie_break": "nearest neighbour",
         "knn_preprocess": "l2" if options.metric == "cosine" else "none",
         "linear_preprocess": "standardize (train mean and std)",

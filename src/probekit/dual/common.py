@@ -12,7 +12,7 @@ import numpy as np
 
 from probekit.errors import InputError
 from probekit.geometry import check_extras, check_sample_size
-from probekit.neighbours import check_metric, check_representable
+from probekit.neighbours import SearchMethod, check_metric, check_representable
 from probekit.probes.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 from probekit.probes.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
 from probekit.report import Report
@@ -37,6 +37,7 @@ class Options:
     folds: int | None = None
     seed: int = 0
     backend: str = "auto"
+    search: SearchMethod = SearchMethod()
     n_bootstrap: int = 1000
     max_iter: int = DEFAULT_MAX_ITER
     tol: float = DEFAULT_TOL
@@ -49,6 +50,9 @@ class Options:
     def check(self) -> Options:
         """Every value, once, before any work: one :class:`InputError` line per bad one."""
         check_metric(self.metric)
+        if not isinstance(self.search, SearchMethod):
+            raise InputError(f"search must be a SearchMethod, got {self.search!r}")
+        self.search.check()
         if not self.k or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                                  and v >= 1 for v in self.k):
             raise InputError(f"k values must be positive integers, got {list(self.k)}")

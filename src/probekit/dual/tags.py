@@ -21,10 +21,11 @@ from probekit.dual.common import (
 from probekit.errors import InputError
 from probekit.geometry import diagnose
 from probekit.labels import test_set_hash
-from probekit.neighbours import prepare_vectors, search
+from probekit.neighbours import check_against_exact, prepare_vectors, search
 from probekit.probes.knn import reading_k, resolve_k
 from probekit.probes.multilabel import knn_tag_scores, linear_tag_probe
 from probekit.probes.tagging import (
+    mean_average_precision,
     paired_map_difference,
     tagging_scores,
     tags_without_positives,
@@ -51,8 +52,9 @@ def dual_probe_of_tags(X, Y, X_test, Y_test, tags, options: Options,
     ks, k_notes = resolve_k(options.k, len(fit_rows))
     notes += k_notes
     with clock("knn_s"):
-        knn_scores, val_scores, knn_backend = _knn_tag_runs(X, split, train_tags, val_rows,
-                                                            fit_rows, ks, options, progress)
+        knn_scores, val_scores, found, approximation = _knn_tag_runs(
+            X, split, train_tags, test_tags, val_rows, fit_rows, ks, options, progress)
+        knn_backend = found.backend
     with clock("linear_s"):
         linear = linear_tag_probe(X, train_tags, split.test_source, C=options.C,
                                   val_rows=val_rows, fit_rows=fit_rows,
@@ -69,6 +71,8 @@ def dual_probe_of_tags(X, Y, X_test, Y_test, tags, options: Options,
         knn["best"] = {"vote": "weighted", "k": best_k,
                        "map": knn["weighted"][str(best_k)]["map"]}
         knn["backend"] = knn_backend
+        if approximation is not None:
+            knn["approximation"] = approximation
         linear_scores = tagging_scores(test_tags, linear.scores, thresholds=linear.thresholds,
                                        **scored).to_dict()
         fixed_k = reading_k(ks)
@@ -78,14 +82,16 @@ def dual_probe_of_tags(X, Y, X_test, Y_test, tags, options: Options,
                   "linear": paired["a"], "knn": paired["b"], "difference": paired["difference"],
                   "difference_ci95": paired["difference_ci95"], "p_value": paired["p_value"],
                   "test": paired["test"]}
-    protocol = {**split.protocol, **_tag_protocol(options, ks, linear.sweep_grid, knn_backend)}
+    protocol = {**split.protocol, **_tag_protocol(options, ks, linear.sweep_grid, knn_backend,
+                                                  found.method)}
     geometry = {}
     if options.geometry:
         with clock("geometry_s"):
             rows = X if split.train_rows is None else X[split.train_rows]
             geometry = diagnose(rows, None, metric=options.metric,
                                 sample_size=options.geometry_sample, seed=options.seed,
-                                backend=options.backend, tags=train_tags).to_dict()
+                                backend=options.backend, method=options.search,
+                                tags=train_tags).to_dict()
     info = _tag_input_section(X, split, train_tags, test_tags, kept_names)
     return build_report(clock, input=info, protocol=protocol, knn=finite(knn),
                    linear=finite({**linear_scores, **linear.protocol_dict()}),
@@ -149,26 +155,50 @@ def _learnable_tags(split: _TagSplit, names: list[str]) -> tuple[np.ndarray, lis
     return kept, notes
 
 
-def _knn_tag_runs(X, split: _TagSplit, train_tags, val_rows, fit_rows, ks, options: Options,
-                  progress):
+def _knn_tag_runs(X, split: _TagSplit, train_tags, test_tags, val_rows, fit_rows, ks,
+                  options: Options, progress):
     """Tag scores of the test rows (one search at k_max against train) and of the validation
-    rows against the rest of train (for the F1 thresholds), for every k."""
+    rows against the rest of train (for the F1 thresholds), for every k; the test search; and
+    with an approximate search, what it cost (:func:`_tag_approximation`)."""
     metric, backend, temperature = options.metric, options.backend, options.temperature
     train = prepare_vectors(X, split.train_rows, metric=metric)
     test = prepare_vectors(split.test_source, split.test_rows, metric=metric)
     found = search(test, train, max(ks), metric=metric, backend=backend,
-                   progress=staged(progress, "kNN search"))
+                   method=options.search, progress=staged(progress, "kNN search"))
     scores = knn_tag_scores(found.indices, found.similarities, train_tags, ks, temperature)
     validation = search(train[val_rows], train[fit_rows], max(ks), metric=metric,
-                        backend=backend)
+                        backend=backend, method=options.search)
     val_scores = knn_tag_scores(validation.indices, validation.similarities,
                                 train_tags[fit_rows], ks, temperature)
-    return scores, val_scores, found.backend
+    approximation = None
+    if options.search.approximate:
+        approximation = _tag_approximation(test, train, found, train_tags, test_tags, ks,
+                                           options)
+    return scores, val_scores, found, approximation
 
 
-def _tag_protocol(options: Options, ks, C_grid, knn_backend: str) -> dict:
+def _tag_approximation(test, train, found, train_tags, test_tags, ks, options: Options) -> dict:
+    """Recall@k of the approximate test search on a seeded sample of 1000 test rows, and the
+    kNN mAP of the sample at the fixed k with exact and with approximate neighbours."""
+    check = check_against_exact(test, train, found, set(ks) | {1, 2, 10},
+                                metric=options.metric, backend=options.backend,
+                                seed=options.seed)
+    fixed_k = reading_k(ks)
+    truth = test_tags[check.rows]
+    both = {}
+    for way, neighbours in (("exact", check.exact), ("approximate", found)):
+        rows = slice(None) if way == "exact" else check.rows
+        scores = knn_tag_scores(neighbours.indices[rows], neighbours.similarities[rows],
+                                train_tags, (fixed_k,), options.temperature)[fixed_k]
+        both[way] = mean_average_precision(truth, scores)
+    return {**check.summary(found, options.seed),
+            "map": {"vote": "weighted", "k": fixed_k, **both}}
+
+
+def _tag_protocol(options: Options, ks, C_grid, knn_backend: str, search: dict) -> dict:
     return {
         "task": "multilabel", "metric": options.metric, "k": list(ks), "votes": ["weighted"],
+        "search": dict(search),
         "temperature": options.temperature,
         "knn_score": "similarity-weighted fraction of the k neighbours carrying the tag",
         "knn_preprocess": "l2" if options.metric == "cosine" else "none",

@@ -19,7 +19,15 @@ from probekit.arrays import unit_rows
 from probekit.errors import InputError
 from probekit.geometry import clusters, graph, pairwise, spectrum
 from probekit.labels import encode_labels
-from probekit.neighbours import Neighbours, check_metric, prepare_vectors, search
+from probekit.neighbours import (
+    Neighbours,
+    SearchMethod,
+    check_against_exact,
+    check_metric,
+    prepare_vectors,
+    search,
+    search_method,
+)
 from probekit.validate import check_embeddings, check_labels, check_lengths
 
 NEIGHBOURHOOD_K = 10
@@ -62,6 +70,7 @@ class Graph:
     metric: str
     leave_one_out: bool
     database_ids: np.ndarray | None = None  # row ids (graph.row_ids) when already known
+    recall: dict | None = None  # {k: recall@k} measured when the search was approximate
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,7 @@ def diagnose(
     seed: int = 0,
     extra: Iterable[str] = (),
     backend: str = "auto",
+    method: SearchMethod | str | None = None,
     tags: np.ndarray | None = None,
 ) -> Geometry:
     """Geometry diagnostics of an embedding space (label-free ones only when ``y`` is None).
@@ -120,6 +130,11 @@ def diagnose(
     extra : opt-in keys from :data:`EXTRAS`.
     backend : neighbour-search backend of the one graph search (k = 10, or 20 with
         ``mle_intrinsic_dim``), leave-one-out.
+    method : exact (default) or approximate graph search (see
+        :class:`probekit.neighbours.SearchMethod`); an approximate graph's recall@k is measured
+        against exact search on a seeded sample of 1000 rows and recorded in the protocol.
+        The sampled searches (MAP@R's queries, the hubness sample) stay exact: they cost
+        O(sample x N), not O(N²).
     tags : (N, C) bool tags of multi-label data: adds ``neighbour_jaccard`` from the same
         graph (:func:`probekit.geometry.graph.neighbour_jaccard` over the 10 nearest other rows).
 
@@ -146,10 +161,17 @@ def diagnose(
     copies = int(np.unique(ids, return_counts=True)[1].max())
     needed = (MLE_K + 2 if "mle_intrinsic_dim" in extras else NEIGHBOURHOOD_K) * copies
     k = min(X.shape[0] - 1, needed + copies - 1)
-    found = search(vectors, vectors, k, metric=metric, exclude_self=True, backend=backend)
+    how = search_method(method)
+    found = search(vectors, vectors, k, metric=metric, exclude_self=True, backend=backend,
+                   method=how)
+    recall = None
+    if how.approximate:
+        recall = check_against_exact(vectors, vectors, found, (1, 2, NEIGHBOURHOOD_K, MLE_K),
+                                     metric=metric, exclude_self=True, backend=backend,
+                                     seed=seed).recall
     shape = describe(X, codes, n_classes=n_classes, graph=Graph(
-        found, vectors, vectors, codes, codes, metric, True, ids), sample_size=sample_size,
-        seed=seed, extra=extras, backend=backend)
+        found, vectors, vectors, codes, codes, metric, True, ids, recall),
+        sample_size=sample_size, seed=seed, extra=extras, backend=backend)
     if tags is None:
         return shape
     nearest = found.indices[:, :min(NEIGHBOURHOOD_K, found.indices.shape[1])]
@@ -245,15 +267,29 @@ def describe(
         "graph": "leave-one-out over the rows" if graph.leave_one_out
         else "queries (test) -> these rows (train)",
         "n_graph_queries": int(graph.neighbours.indices.shape[0]),
+        "graph_search": dict(graph.neighbours.method),
         "extra": list(extra),
         **graph_protocol,
     }
+    if graph.neighbours.method["name"] != "exact":
+        protocol["graph_recall"] = dict(graph.recall or {})
+        notes.append(_approximate_graph_note(graph))
     undefined = [key for key in GOOD_DIRECTION if key in values and not np.isfinite(values[key])]
     if undefined:
         notes.append(f"undefined for these data (left out): {', '.join(undefined)}")
     ordered = {key: float(values[key]) for key in GOOD_DIRECTION
                if key in values and key not in undefined}
     return Geometry(ordered, protocol, tuple(notes), means, arrays)
+
+
+def _approximate_graph_note(g: Graph) -> str:
+    """The one line that says which keys an approximate graph fed and what it missed."""
+    recall = g.recall or {}
+    measured = ", ".join(f"recall@{k} {recall[k]:.3f}" for k in ("2", "10") if k in recall)
+    return (f"the neighbour graph comes from an approximate search "
+            f"({g.neighbours.method['name']}; {measured or 'recall not measured'}): "
+            "knn_label_agreement, hubness and the intrinsic dimension use it; MAP@R and the "
+            "sampled hubness graph are exact")
 
 
 def _graph_values(g: Graph, n: int, labelled: bool, extra, sample: np.ndarray,

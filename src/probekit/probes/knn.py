@@ -1,7 +1,8 @@
 """The kNN probe: how well does local neighbourhood structure predict the class?
 
-One exact search for the ``k_max`` nearest training neighbours of every query, then the votes
-for every ``k`` in the list from that single neighbour table (the first ``k`` columns):
+One search for the ``k_max`` nearest training neighbours of every query (exact by default, or
+approximate with its recall measured: :func:`approximation_check`), then the votes for every
+``k`` in the list from that single neighbour table (the first ``k`` columns):
 
 majority  each neighbour casts one vote; ties go to the tied class that holds the nearest
           neighbour (scikit-learn's ``KNeighborsClassifier`` breaks them by class index
@@ -59,6 +60,8 @@ class KNNPredictions:
     true_rank: dict[str, np.ndarray] | None
     backend: str
     graph: neighbours.Neighbours | None = field(default=None, repr=False, compare=False)
+    approximation: dict | None = None
+    """What an approximate search cost (:func:`approximation_check`); None when exact."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,10 @@ class KNNResult:
     def to_dict(self) -> dict:
         votes = {vote: {str(k): getattr(self, vote)[k].to_dict() for k in self.k}
                  for vote in VOTES}
-        return {**votes, "best": best_setting(votes), "backend": self.backend}
+        out = {**votes, "best": best_setting(votes), "backend": self.backend}
+        if self.predictions.approximation is not None:
+            out["approximation"] = self.predictions.approximation
+        return out
 
 
 def best_setting(scores_by_vote: dict[str, dict[str, dict]]) -> dict:
@@ -209,23 +215,112 @@ def knn_predict(
     temperature: float = DEFAULT_TEMPERATURE,
     query_codes: np.ndarray | None = None,
     backend: str = "auto",
+    method: neighbours.SearchMethod | str | None = None,
+    seed: int = 0,
     progress: neighbours.Counter | None = None,
 ) -> KNNPredictions:
     """Search once for ``max(k)`` neighbours and vote for every k.
 
     ``train`` and ``queries`` come from :func:`probekit.neighbours.prepare_vectors`;
     ``queries=None`` is leave-one-out over ``train`` (each row classified by the others).
+    An approximate ``method`` is checked against exact search on a sample of the queries
+    seeded by ``seed`` (:func:`approximation_check`).
     """
     loo = queries is None
+    method = neighbours.search_method(method)
     found = neighbours.search(
         train if loo else queries, train, max(k), metric=metric, exclude_self=loo,
-        backend=backend, progress=progress,
+        backend=backend, method=method, progress=progress,
     )
     predictions, ranks = knn_votes(
         train_codes[found.indices], found.similarities, n_classes=n_classes, k=k,
         temperature=temperature, y_true=query_codes,
     )
-    return KNNPredictions(k, predictions, ranks, found.backend, found)
+    approximation = None
+    if method.approximate:
+        approximation = approximation_check(
+            train, train_codes, queries, found, n_classes=n_classes, k=k, metric=metric,
+            temperature=temperature, query_codes=query_codes, backend=backend, seed=seed)
+    return KNNPredictions(k, predictions, ranks, found.backend, found, approximation)
+
+
+def approximation_check(
+    train: np.ndarray,
+    train_codes: np.ndarray,
+    queries: np.ndarray | None,
+    found: neighbours.Neighbours,
+    *,
+    n_classes: int,
+    k: tuple[int, ...],
+    metric: str,
+    temperature: float = DEFAULT_TEMPERATURE,
+    query_codes: np.ndarray | None = None,
+    backend: str = "auto",
+    seed: int = 0,
+) -> dict:
+    """What an approximate search cost, measured on a seeded sample of its queries
+    (:func:`probekit.neighbours.sample_queries`, :data:`~probekit.neighbours.RECALL_QUERIES`
+    of them, or all when fewer) searched again exactly.
+
+    Returns ``{"method", "n_queries", "seed", "recall": {k: recall@k}}`` for every k of the
+    probe and k = 1, 2, 10 (the geometry's graph depths), and with true labels ``"accuracy"``:
+    the accuracy of the fixed setting (weighted vote, :func:`reading_k`) on the sample with the
+    exact and with the approximate neighbours, and ``"largest_difference"``: the (vote, k)
+    whose sample accuracy moved most, and by how much (approximate minus exact).
+    ``queries=None`` is leave-one-out (the sample's own rows are excluded by index).
+    """
+    loo = queries is None
+    depths = set(k) | {1, 2, 10}
+    check = neighbours.check_against_exact(train if loo else queries, train, found, depths,
+                                           metric=metric, exclude_self=loo, backend=backend,
+                                           seed=seed)
+    out = check.summary(found, seed)
+    sample, exact, approximate = check.rows, check.exact, found.indices[check.rows]
+    if query_codes is None:
+        return out
+    truth = query_codes[sample]
+    votes = dict(n_classes=n_classes, k=k, temperature=temperature)
+    both = {}
+    for name, indices, similarities in (
+            ("exact", exact.indices, exact.similarities),
+            ("approximate", approximate, found.similarities[sample])):
+        predicted, _ = knn_votes(train_codes[indices], similarities, **votes)
+        both[name] = {vote: np.mean(predicted[vote] == truth[None, :], axis=1) for vote in VOTES}
+    reading = k.index(reading_k(k))
+    out["accuracy"] = {
+        "vote": READING_VOTE, "k": int(k[reading]),
+        "exact": float(both["exact"][READING_VOTE][reading]),
+        "approximate": float(both["approximate"][READING_VOTE][reading])}
+    moved = [(abs(both["approximate"][vote][i] - both["exact"][vote][i]), -i,
+              -VOTES.index(vote), vote, i) for vote in VOTES for i in range(len(k))]
+    _, _, _, vote, i = max(moved)
+    out["largest_difference"] = {
+        "vote": vote, "k": int(k[i]),
+        "difference": float(both["approximate"][vote][i] - both["exact"][vote][i])}
+    return out
+
+
+def pooled_approximation(checks: list[dict]) -> dict:
+    """One :func:`approximation_check` summary for several folds: recall and sample accuracies
+    averaged with the folds' query counts as weights, queries summed, and the largest
+    accuracy difference of any fold (the most one fold moved)."""
+    if len(checks) == 1:
+        return checks[0]
+    weights = np.array([c["n_queries"] for c in checks], dtype=np.float64)
+    weights /= weights.sum()
+
+    def mean(values) -> float:
+        return float(np.dot(weights, values))
+
+    out = {**checks[0], "n_queries": int(sum(c["n_queries"] for c in checks)),
+           "recall": {d: mean([c["recall"][d] for c in checks]) for d in checks[0]["recall"]}}
+    if "accuracy" in checks[0]:
+        out["accuracy"] = {**checks[0]["accuracy"],
+                           **{way: mean([c["accuracy"][way] for c in checks])
+                              for way in ("exact", "approximate")}}
+        out["largest_difference"] = max((c["largest_difference"] for c in checks),
+                                        key=lambda d: abs(d["difference"]))
+    return out
 
 
 def score_knn(
@@ -264,6 +359,7 @@ def knn_probe(
     temperature: float = DEFAULT_TEMPERATURE,
     loo: bool = False,
     backend: str = "auto",
+    method: neighbours.SearchMethod | str | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> KNNResult:
@@ -281,7 +377,11 @@ def knn_probe(
     temperature : T of the weighted vote ``exp(s / T)``.
     loo : leave-one-out over ``X_train``; a row's exact duplicates still count as neighbours.
     backend : neighbour-search backend (see :mod:`probekit.neighbours`).
-    n_bootstrap, seed : bootstrap resamples of the accuracy CI and their seed.
+    method : ``"exact"`` (default), ``"ivf"``, ``"hnsw"`` or a
+        :class:`~probekit.neighbours.SearchMethod`; an approximate search's recall and accuracy
+        cost, measured on a seeded sample of queries, are in ``to_dict()["approximation"]``.
+    n_bootstrap, seed : bootstrap resamples of the accuracy CI and their seed (which also
+        seeds the approximation's query sample).
 
     Returns
     -------
@@ -304,7 +404,7 @@ def knn_probe(
     n_classes = len(encoding.classes)
     predicted = knn_predict(
         train, encoding.train, queries, n_classes=n_classes, k=ks, metric=metric,
-        temperature=temperature, query_codes=y_true, backend=backend,
+        temperature=temperature, query_codes=y_true, backend=backend, method=method, seed=seed,
     )
     ci95 = bootstrap_ci(correctness_columns(predicted, y_true), n_resamples=n_bootstrap, seed=seed)
     scores = score_knn(predicted, y_true, n_classes=encoding.n_train_classes, ci95=ci95)

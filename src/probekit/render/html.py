@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from probekit.files import write_atomically
 from probekit.geometry import GOOD_DIRECTION
-from probekit.render.text import percent, sizes_text, split_text
+from probekit.render.text import percent, search_text, sizes_text, split_text
 
 if TYPE_CHECKING:  # the page reads a report's plain data; nothing is imported upward
     from probekit.report import Report
@@ -71,7 +71,8 @@ def render(report: Report, figures: dict[str, bytes]) -> str:
         f"{_label_count(info)}; split: {html.escape(split_text(protocol))}; metric "
         f"{html.escape(protocol['metric'])}; seed {protocol['seed']}</p>",
         f"<div class='reading'><strong>Reading.</strong> {html.escape(report.reading())}</div>",
-        "<h2>Probes</h2>", _probe_table(report), _confusions(report),
+        "<h2>Probes</h2>", _probe_table(report), _search_paragraph(report),
+        _confusions(report),
     ]
     if report.warnings:
         parts += ["<h2>Warnings</h2><div class='warn'><ul>"]
@@ -96,6 +97,11 @@ def render(report: Report, figures: dict[str, bytes]) -> str:
         "</main></body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _search_paragraph(report: Report) -> str:
+    line = search_text(report.knn)
+    return "" if line is None else f"<p class='lead'>{html.escape(line)}</p>"
 
 
 def _figure_caption(name: str, report: Report) -> str:

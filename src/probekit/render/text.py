@@ -108,12 +108,17 @@ def _tag_markdown(report) -> str:
     lines += ["", f"Best kNN: k={best['k']} ({100 * best['map']:.2f} mAP; picked on the test "
                   f"set, so slightly optimistic). Search backend: {report.knn['backend']}. "
                   "F1 at 0.5, and at per-tag thresholds tuned on the validation split.",
-              "", f"**Reading:** {reading(report)}"]
+              *_search_lines(report.knn), "", f"**Reading:** {reading(report)}"]
     if report.geometry:
         lines += ["", *markdown_table(report.geometry, "Geometry of the training rows")]
     if report.warnings:
         lines += ["", "Warnings:"] + [f"- {warning}" for warning in report.warnings]
     return "\n".join(lines) + "\n"
+
+def _search_lines(knn: dict) -> list[str]:
+    line = search_text(knn)
+    return [] if line is None else ["", line]
+
 
 def report_markdown(report) -> str:
     """The summary the CLI prints: input, both probes side by side, the reading, warnings
@@ -145,6 +150,7 @@ def report_markdown(report) -> str:
         f"Best kNN: {best['vote']} vote at k={best['k']} "
         f"({100 * best['accuracy']:.2f}%; picked among the settings on the test set, so "
         f"slightly optimistic). Search backend: {report.knn['backend']}.",
+        *_search_lines(report.knn),
         "",
         f"**Reading:** {reading(report)}",
     ]
@@ -154,6 +160,34 @@ def report_markdown(report) -> str:
         lines += ["", "Warnings:"] + [f"- {warning}" for warning in report.warnings]
     return "\n".join(lines) + "\n"
 
+
+
+def search_text(knn: dict) -> str | None:
+    """One line on what an approximate kNN search cost (None when the search was exact): the
+    index and its knobs, the measured recall at the fixed k, and the sample's score both
+    ways."""
+    check = knn.get("approximation")
+    if not check:
+        return None
+    method = check["method"]
+    if method["name"] == "ivf":
+        index = f"IVF, {method['nlist']} lists, {method['nprobe']} probed per query"
+    else:
+        index = f"HNSW, M={method['M']}, efSearch={method['ef_search']}"
+    scored = check.get("accuracy") or check.get("map")
+    k = str(scored["k"]) if scored else max(check["recall"], key=int)
+    line = (f"Approximate search ({index}): recall@{k} {check['recall'][k]:.3f} against "
+            f"exact search on {check['n_queries']} sampled queries")
+    if "accuracy" in check:
+        moved = check["largest_difference"]
+        line += (f"; their accuracy ({scored['vote']}, k={k}) {percent(scored['exact'])}% "
+                 f"exact vs {percent(scored['approximate'])}% approximate (largest change "
+                 f"over the settings: {100 * moved['difference']:+.2f} points, "
+                 f"{moved['vote']} k={moved['k']})")
+    elif "map" in check:
+        line += (f"; their mAP ({scored['vote']}, k={k}) {percent(scored['exact'])} exact vs "
+                 f"{percent(scored['approximate'])} approximate")
+    return line + "."
 
 
 def p_text(p_value: float) -> str:
