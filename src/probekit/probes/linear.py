@@ -19,8 +19,13 @@ problems the same (probekit at C equals scikit-learn at C, not at 2C).
 
 Matrix products run in float32 (the data never get a float64 copy); the logits, the softmax and
 its residual are float32 with every sum accumulated in float64; parameters and the loss are
-float64. References: scikit-learn ``LogisticRegression``; the linear-probe
-protocol of Radford et al. 2021 (CLIP) and Oquab et al. 2023 (DINOv2).
+float64. The objective is a sum over row blocks (:mod:`probekit.probes.logistic`), evaluated in
+numpy or in torch (``linear_backend``: on the GPU when there is one), on a standardised float32
+copy of the training rows when it fits ``memory_budget`` bytes or on rows standardised again
+from their source at every evaluation (:mod:`probekit.probes.standard`); the validation and
+test rows are scored block by block and never copied. References: scikit-learn
+``LogisticRegression``; the linear-probe protocol of Radford et al. 2021 (CLIP) and Oquab et
+al. 2023 (DINOv2).
 """
 
 from __future__ import annotations
@@ -30,11 +35,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probekit.arrays import float32_limit, row_blocks
 from probekit.errors import InputError
 from probekit.labels import encode_labels
-from probekit.probes.lbfgs import DEFAULT_MAX_ITER, DEFAULT_TOL, lbfgs
+from probekit.probes.lbfgs import DEFAULT_MAX_ITER, DEFAULT_TOL
+from probekit.probes.logistic import (
+    decision_blocks,
+    minimise,
+    objective_sums,
+    resolve_linear_backend,
+)
 from probekit.probes.metrics import ClassificationScores, bootstrap_ci, classification_scores
+from probekit.probes.standard import (
+    DEFAULT_MEMORY_BUDGET,
+    StandardRows,
+    check_memory_budget,
+    check_rows,
+    fit_scaling,
+    standard_rows,
+    standardised_copy,
+)
 from probekit.splits import stratified_holdout
 from probekit.validate import check_dataset, check_same_dimensions
 
@@ -70,36 +89,31 @@ def standardize(
     accumulated in float64 with two passes, so no large float64 copy is ever made. A row lying
     more than :func:`probekit.arrays.float32_limit` standard deviations from the training
     mean in some feature cannot be held by the float32 probe: :class:`InputError` names how
-    many (an outlier of that size would otherwise turn into inf and a meaningless prediction).
+    many (see :mod:`probekit.probes.standard`, which also streams them without copies).
     """
-    n_train = train.shape[0] if train_rows is None else len(train_rows)
-    total = np.zeros(train.shape[1])
-    for _, _, block in row_blocks(train, train_rows):
-        total += block.sum(axis=0, dtype=np.float64)
-    mean = total / n_train
-    squares = np.zeros(train.shape[1])
-    for _, _, block in row_blocks(train, train_rows):
-        squares += ((block - mean) ** 2).sum(axis=0)
-    scale = np.sqrt(squares / n_train)
-    scale[scale == 0] = 1.0
-    limit = float32_limit(train.shape[1])
-    out = []
-    for array, rows, which in ((train, train_rows, "training"), (test, test_rows, "test")):
-        result = np.empty((array.shape[0] if rows is None else len(rows), array.shape[1]),
-                          dtype=np.float32)
-        outliers = 0
-        for start, stop, block in row_blocks(array, rows):
-            standardized = (block - mean) / scale
-            far = (np.abs(standardized) > limit).any(axis=1)
-            outliers += int(np.count_nonzero(far))
-            result[start:stop] = np.where(far[:, None], 0.0, standardized)
-        if outliers:
-            raise InputError(
-                f"{outliers} {which} rows lie more than {limit:.3g} training standard "
-                "deviations from the training mean in some feature, beyond what the float32 "
-                "linear probe can hold: remove these outliers or rescale the features")
-        out.append(result)
-    return out[0], out[1]
+    scaling = fit_scaling(train, train_rows)
+    check_rows(test, test_rows, scaling)
+    return (standardised_copy(standard_rows(train, train_rows, scaling)),
+            standardised_copy(standard_rows(test, test_rows, scaling)))
+
+
+def softmax_penalty(C: float, n: int, n_classes: int) -> float:
+    """λ = 1 / (C n), doubled for two classes (the module docstring says why)."""
+    if C <= 0:
+        raise InputError(f"C must be positive, got {C}")
+    return (2.0 if n_classes == 2 else 1.0) / (C * n)
+
+
+def fit_softmax(sums: Callable, *, n: int, dim: int, n_classes: int, C: float,
+                init: LogisticFit | None = None, max_iter: int = DEFAULT_MAX_ITER,
+                tol: float = DEFAULT_TOL) -> LogisticFit:
+    """The multinomial fit at ``C`` on the block sums of
+    :func:`probekit.probes.logistic.objective_sums` (``kind="softmax"``) over ``n`` rows."""
+    start = None if init is None else np.concatenate([init.coef.ravel(), init.intercept])
+    coef, intercept, n_iter, converged = minimise(
+        sums, n=n, dim=dim, outputs=n_classes, penalty=softmax_penalty(C, n, n_classes),
+        init=start, max_iter=max_iter, tol=tol)
+    return LogisticFit(coef, intercept, n_iter, converged)
 
 
 def fit_logistic(
@@ -111,49 +125,27 @@ def fit_logistic(
     init: LogisticFit | None = None,
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float = DEFAULT_TOL,
+    backend: str = "numpy",
 ) -> LogisticFit:
     """Multinomial logistic regression by L-BFGS (see the module docstring for the objective).
 
     Parameters
     ----------
-    X : (n, D) float32 features; y : (n,) codes in ``0..n_classes-1``.
+    X : (n, D) standardised features (used as float32); y : (n,) codes in
+        ``0..n_classes-1``.
     C : inverse regularisation strength, as in scikit-learn.
     init : warm start.
     max_iter, tol : L-BFGS iteration limit and gradient tolerance (scikit-learn's defaults are
         100 and 1e-4).
+    backend : ``"numpy"``, ``"torch"`` or ``"auto"``
+        (:func:`probekit.probes.logistic.resolve_linear_backend`).
     """
-    if C <= 0:
-        raise InputError(f"C must be positive, got {C}")
-    n, dim = X.shape
-    rows = np.arange(n)
-    # two classes: doubled, so that the softmax matches scikit-learn's binary problem at this C
-    penalty = (2.0 if n_classes == 2 else 1.0) / (C * n)
-
-    def loss_and_gradient(params: np.ndarray) -> tuple[float, np.ndarray]:
-        coef = params[: dim * n_classes].reshape(dim, n_classes)
-        intercept = params[dim * n_classes:]
-        # float32 logits, shifted by their row maximum: the softmax and its residual stay in
-        # float32, the per-sample losses and every sum are accumulated in float64
-        logits = X @ coef.astype(np.float32)
-        logits += intercept.astype(np.float32)
-        logits -= logits.max(axis=1, keepdims=True)
-        true_logit = logits[rows, y].astype(np.float64)
-        np.exp(logits, out=logits)
-        total = logits.sum(axis=1, dtype=np.float64)
-        loss = np.mean(np.log(total) - true_logit) + 0.5 * penalty * np.sum(coef**2)
-        logits /= total[:, None].astype(np.float32)  # probabilities P
-        logits[rows, y] -= 1.0  # the residual P - Y, in place
-        logits *= np.float32(1.0 / n)
-        grad_coef = (X.T @ logits).astype(np.float64) + penalty * coef
-        return loss, np.concatenate([grad_coef.ravel(), logits.sum(axis=0, dtype=np.float64)])
-
-    if init is None:
-        start = np.zeros(dim * n_classes + n_classes)
-    else:
-        start = np.concatenate([init.coef.ravel(), init.intercept])
-    solution, n_iter, converged = lbfgs(loss_and_gradient, start, max_iter=max_iter, tol=tol)
-    coef = solution[: dim * n_classes].reshape(dim, n_classes)
-    return LogisticFit(coef, solution[dim * n_classes:].copy(), n_iter, converged)
+    name, device = resolve_linear_backend(backend)
+    X = np.asarray(X, dtype=np.float32)
+    sums, _ = objective_sums(StandardRows(X), np.asarray(y), kind="softmax", outputs=n_classes,
+                             backend=name, device=device)
+    return fit_softmax(sums, n=X.shape[0], dim=X.shape[1], n_classes=n_classes, C=C, init=init,
+                       max_iter=max_iter, tol=tol)
 
 
 def _softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -179,6 +171,9 @@ class LinearPredictions:
     n_iter, converged : L-BFGS iterations and convergence per C of the sweep.
     refit_n_iter, refit_converged : the same for the final fit on all training data.
     n_val : size of the validation split.
+    backend : ``(name, device, rows)`` of the fits: ``"numpy"``/``"torch"``, ``"cpu"``/
+        ``"cuda"``, and where the refit's training rows were held (``"copy"``, ``"stream"``,
+        ``"device"``; the sweep's fit part, smaller, may have been held where they were not).
     """
 
     predictions: np.ndarray
@@ -193,8 +188,10 @@ class LinearPredictions:
     refit_converged: bool
     n_val: int
     warnings: tuple[str, ...] = field(default=())
+    backend: tuple[str, str, str] = ("numpy", "cpu", "copy")
 
     def protocol_dict(self) -> dict:
+        name, device, rows = self.backend
         return {
             "C": self.C,
             "C_grid": list(self.C_grid),
@@ -205,6 +202,7 @@ class LinearPredictions:
             "converged": list(self.converged),
             "refit_n_iter": self.refit_n_iter,
             "refit_converged": self.refit_converged,
+            "backend": {"name": name, "device": device, "rows": rows},
         }
 
 
@@ -286,6 +284,8 @@ def linear_predict(
     train_rows: np.ndarray | None = None,
     test_rows: np.ndarray | None = None,
     progress: Callable[[int, int], None] | None = None,
+    linear_backend: str = "numpy",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> LinearPredictions:
     """Standardise, sweep C on a validation split (:func:`sweep_C`), refit on all of train,
     predict the test set.
@@ -294,63 +294,103 @@ def linear_predict(
     ``X_test[test_rows]``; ``train_codes`` are their labels, in ``0..n_classes-1``.
     ``query_codes`` may hold larger codes (classes absent from training), which are always wrong
     and get rank ``inf``. ``progress(done, total)`` is called after each fit.
+    ``linear_backend`` (``"numpy"``, ``"torch"``, ``"auto"``: torch on a CUDA device, else
+    numpy) evaluates the objective; ``memory_budget`` (bytes) bounds the standardised copy of
+    the training rows, which are streamed from ``X_train`` when the copy would not fit.
     """
     grid = check_grid(C)
     if max_iter < 1:
         raise InputError(f"max_iter must be at least 1, got {max_iter}")
+    budget = check_memory_budget(memory_budget)
+    name, device = resolve_linear_backend(linear_backend)
+    engine = {"backend": name, "device": device, "memory_budget": budget}
     rows = np.arange(X_train.shape[0]) if train_rows is None else np.asarray(train_rows)
     notes: list[str] = []
     sweep = None
     chosen, start = grid[0], None
     fit_idx, val_idx = stratified_holdout(train_codes, test_size=val_size, seed=seed,
                                           what="validation size")
-    if len(grid) > 1 and val_idx.size == 0:
+    sweeping = len(grid) > 1 and val_idx.size > 0
+    if len(grid) > 1 and not sweeping:
         chosen = min(grid, key=lambda c: abs(np.log(c)))
         notes.append(f"too few training samples for a validation split: used C={chosen:g}")
-    elif len(grid) > 1:
+    # every scaling and outlier check first: a bad row is refused before any fit
+    fit_scale = fit_scaling(X_train, rows[fit_idx]) if sweeping else None
+    if sweeping:
+        check_rows(X_train, rows[val_idx], fit_scale, which="validation")
+    scale = fit_scaling(X_train, train_rows)
+    check_rows(X_test, test_rows, scale)
+    if sweeping:
         # the sweep sees the fit part only, standardised with the fit part's own statistics
-        fit_x, val_x = standardize(X_train, X_train, train_rows=rows[fit_idx],
-                                   test_rows=rows[val_idx])
-        fit_y, val_y = train_codes[fit_idx], train_codes[val_idx]
-
-        def fit(value, init):
-            model = fit_logistic(fit_x, fit_y, n_classes=n_classes, C=value, init=init,
-                                 max_iter=max_iter, tol=tol)
-            return model, model.n_iter, model.converged
-
-        def evaluate(model):  # validation accuracy, then cross-entropy on ties
-            logits = model.decision_scores(val_x).astype(np.float64)
-            return (np.mean(logits.argmax(axis=1) == val_y),
-                    np.mean(_softmax(logits)[1] - logits[np.arange(len(val_y)), val_y]))
-
-        sweep = sweep_C(grid, fit, evaluate, progress)
-        del fit_x, val_x
+        sweep = _sweep_softmax(
+            standard_rows(X_train, rows[fit_idx], fit_scale), train_codes[fit_idx],
+            standard_rows(X_train, rows[val_idx], fit_scale), train_codes[val_idx],
+            grid=grid, n_classes=n_classes, max_iter=max_iter, tol=tol, engine=engine,
+            progress=progress)
         chosen, start = sweep.C, sweep.fits[sweep.best]
         notes += sweep.notes(max_iter)
-    train, test = standardize(X_train, X_test, train_rows=train_rows, test_rows=test_rows)
-    final = fit_logistic(train, train_codes, n_classes=n_classes, C=chosen, init=start,
-                         max_iter=max_iter, tol=tol)
+    train = standard_rows(X_train, train_rows, scale)
+    sums, placement = objective_sums(train, np.asarray(train_codes), kind="softmax",
+                                     outputs=n_classes, **engine)
+    final = fit_softmax(sums, n=train.shape[0], dim=train.shape[1], n_classes=n_classes,
+                        C=chosen, init=start, max_iter=max_iter, tol=tol)
+    del sums  # the training copy
     if not final.converged:
         notes.append(f"linear probe: the refit at C={chosen:g} did not converge in "
                      f"{max_iter} iterations (raise max_iter)")
-    scores = final.decision_scores(test)
-    true_rank = None
-    if query_codes is not None:
-        seen = query_codes < n_classes
-        true_scores = scores[np.arange(len(scores)), np.where(seen, query_codes, 0)]
-        ahead = (scores > true_scores[:, None]) | (  # ties: argmax takes the lower index
-            (scores == true_scores[:, None]) & (np.arange(n_classes) < query_codes[:, None]))
-        true_rank = ahead.sum(axis=1).astype(np.float64)
-        true_rank[~seen] = np.inf
+    test = standard_rows(X_test, test_rows, scale)
+    predictions = np.empty(test.shape[0], dtype=np.int64)
+    true_rank = None if query_codes is None else np.empty(test.shape[0])
+    for first, last, scores in decision_blocks(test, final.coef, final.intercept):
+        predictions[first:last] = scores.argmax(axis=1)
+        if true_rank is not None:
+            true_rank[first:last] = _true_rank(scores, query_codes[first:last], n_classes)
     return LinearPredictions(
-        predictions=scores.argmax(axis=1).astype(np.int64), true_rank=true_rank, C=chosen,
+        predictions=predictions, true_rank=true_rank, C=chosen,
         C_grid=grid, val_accuracy=() if sweep is None else sweep.scores,
         val_loss=() if sweep is None else sweep.losses,
         n_iter=() if sweep is None else sweep.n_iter,
         converged=() if sweep is None else sweep.converged, refit_n_iter=final.n_iter,
         refit_converged=final.converged, n_val=int(val_idx.size) if len(grid) > 1 else 0,
-        warnings=tuple(notes),
+        warnings=tuple(notes), backend=(name, device, placement),
     )
+
+
+def _sweep_softmax(fit_part: StandardRows, fit_y: np.ndarray, val_part: StandardRows,
+                   val_y: np.ndarray, *, grid, n_classes, max_iter, tol, engine,
+                   progress) -> Sweep:
+    """:func:`sweep_C` of the multinomial fit: the fit part is placed once for every C (and
+    released on return), the validation rows are scored block by block."""
+    sums, _ = objective_sums(fit_part, np.asarray(fit_y), kind="softmax", outputs=n_classes,
+                             **engine)
+    n, dim = fit_part.shape
+
+    def fit(value, init):
+        model = fit_softmax(sums, n=n, dim=dim, n_classes=n_classes, C=value, init=init,
+                            max_iter=max_iter, tol=tol)
+        return model, model.n_iter, model.converged
+
+    def evaluate(model):  # validation accuracy, then cross-entropy on ties
+        correct, loss = 0, 0.0
+        for first, last, scores in decision_blocks(val_part, model.coef, model.intercept):
+            logits, codes = scores.astype(np.float64), val_y[first:last]
+            correct += int(np.count_nonzero(logits.argmax(axis=1) == codes))
+            loss += float(np.sum(_softmax(logits)[1] - logits[np.arange(len(codes)), codes]))
+        return correct / len(val_y), loss / len(val_y)
+
+    return sweep_C(grid, fit, evaluate, progress)
+
+
+def _true_rank(scores: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Rank of the true class among the scores (ties: argmax takes the lower index); ``inf``
+    for codes of classes never seen in training."""
+    seen = codes < n_classes
+    true_scores = scores[np.arange(len(scores)), np.where(seen, codes, 0)]
+    ahead = (scores > true_scores[:, None]) | (
+        (scores == true_scores[:, None]) & (np.arange(n_classes) < codes[:, None]))
+    rank = ahead.sum(axis=1).astype(np.float64)
+    rank[~seen] = np.inf
+    return rank
 
 
 @dataclass(frozen=True)
@@ -382,6 +422,8 @@ def linear_probe(
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float = DEFAULT_TOL,
     n_bootstrap: int = 1000,
+    linear_backend: str = "numpy",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> LinearResult:
     """Linear probe of an embedding space.
 
@@ -395,6 +437,10 @@ def linear_probe(
     seed : seed of the validation split and of the bootstrap.
     max_iter, tol : L-BFGS limits per fit.
     n_bootstrap : resamples of the accuracy CI.
+    linear_backend : ``"numpy"``, ``"torch"`` or ``"auto"`` (torch on a CUDA GPU, else numpy):
+        where the objective is evaluated (docs/linear-backends.md).
+    memory_budget : bytes of standardised training rows held in memory; larger training sets
+        are standardised again at every evaluation, block by block.
 
     Returns
     -------
@@ -409,6 +455,7 @@ def linear_probe(
     predicted = linear_predict(
         X_train, encoding.train, X_test, n_classes=encoding.n_train_classes,
         query_codes=encoding.test, C=C, val_size=val_size, seed=seed, max_iter=max_iter, tol=tol,
+        linear_backend=linear_backend, memory_budget=memory_budget,
     )
     correct = predicted.predictions == encoding.test
     ci95 = bootstrap_ci(correct, n_resamples=n_bootstrap, seed=seed)

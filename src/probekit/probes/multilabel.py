@@ -7,8 +7,11 @@ Labels are an (N, C) 0/1 matrix of tags. The two probes:
   (the weights of the single-label weighted vote); every k from one search.
 - **linear**: one-vs-rest logistic regression on standardised features, one L2-penalised
   binary problem per tag (scikit-learn's objective per tag, solved jointly: the problems are
-  independent, so the joint minimiser is every tag's own); C is swept on a seeded validation
-  split of train and chosen by validation mAP, then refitted on all of train.
+  independent, so the joint minimiser is every tag's own: AudioSet's 527 tags are one
+  ``D × 527`` weight matrix and one L-BFGS run, not 527 fits); C is swept on a seeded
+  validation split of train and chosen by validation mAP, then refitted on all of train. The
+  objective runs on the backends and in the memory of the single-label probe
+  (:mod:`probekit.probes.logistic`, :mod:`probekit.probes.standard`).
 
 Both are scored by :mod:`probekit.probes.tagging`: mAP with a bootstrap CI, ROC-AUC and d′,
 micro and macro F1 at 0.5 and at per-tag thresholds tuned for F1 on the validation split.
@@ -30,15 +33,21 @@ from scipy.special import expit
 
 from probekit.errors import InputError
 from probekit.probes.knn import DEFAULT_TEMPERATURE
-from probekit.probes.linear import (
-    DEFAULT_C_GRID,
-    DEFAULT_MAX_ITER,
-    DEFAULT_TOL,
-    Sweep,
-    check_grid,
-    lbfgs,
-    standardize,
-    sweep_C,
+from probekit.probes.lbfgs import DEFAULT_MAX_ITER, DEFAULT_TOL
+from probekit.probes.linear import DEFAULT_C_GRID, Sweep, check_grid, sweep_C
+from probekit.probes.logistic import (
+    decision_blocks,
+    minimise,
+    objective_sums,
+    resolve_linear_backend,
+)
+from probekit.probes.standard import (
+    DEFAULT_MEMORY_BUDGET,
+    StandardRows,
+    check_memory_budget,
+    check_rows,
+    fit_scaling,
+    standard_rows,
 )
 from probekit.probes.tagging import mean_average_precision, tune_thresholds
 
@@ -70,44 +79,49 @@ def knn_tag_scores(neighbour_indices: np.ndarray, neighbour_similarities: np.nda
 
 
 def fit_ovr_logistic(X: np.ndarray, Y: np.ndarray, *, C: float, init: np.ndarray | None = None,
-                     max_iter: int = DEFAULT_MAX_ITER,
-                     tol: float = DEFAULT_TOL) -> tuple[np.ndarray, int, bool]:
+                     max_iter: int = DEFAULT_MAX_ITER, tol: float = DEFAULT_TOL,
+                     backend: str = "numpy") -> tuple[np.ndarray, int, bool]:
     """One-vs-rest L2 logistic regression for every tag at once.
 
     Minimises ``(1/n) Σ_c Σ_i ℓ(y_ic, x_i·w_c + b_c) + (1/(2Cn)) Σ_c ‖w_c‖²`` (scikit-learn's
-    per-tag objective divided by ``C n``; intercepts unpenalised) by L-BFGS. Returns the
-    ``(D + 1, C)`` parameters (last row: intercepts), the iterations and convergence.
+    per-tag objective divided by ``C n``; intercepts unpenalised) by L-BFGS, on standardised
+    features ``X`` (used as float32), with ``backend`` ``"numpy"``, ``"torch"`` or ``"auto"``.
+    Returns the ``(D + 1, C)`` parameters (last row: intercepts), the iterations and
+    convergence.
     """
+    name, device = resolve_linear_backend(backend)
+    X = np.asarray(X, dtype=np.float32)
+    sums, _ = objective_sums(StandardRows(X), np.asarray(Y), kind="sigmoid", outputs=Y.shape[1],
+                             backend=name, device=device)
+    return fit_ovr(sums, n=X.shape[0], dim=X.shape[1], n_tags=Y.shape[1], C=C, init=init,
+                   max_iter=max_iter, tol=tol)
+
+
+def fit_ovr(sums, *, n: int, dim: int, n_tags: int, C: float, init: np.ndarray | None = None,
+            max_iter: int = DEFAULT_MAX_ITER,
+            tol: float = DEFAULT_TOL) -> tuple[np.ndarray, int, bool]:
+    """:func:`fit_ovr_logistic` on the block sums of
+    :func:`probekit.probes.logistic.objective_sums` (``kind="sigmoid"``) over ``n`` rows."""
     if C <= 0:
         raise InputError(f"C must be positive, got {C}")
-    n, dim = X.shape
-    targets = Y.astype(np.float32)
-    penalty = 1.0 / (C * n)
-    n_tags = Y.shape[1]
-
-    def loss_and_gradient(params):
-        coef = params[: dim * n_tags].reshape(dim, n_tags)
-        intercept = params[dim * n_tags:]
-        logits = X @ coef.astype(np.float32) + intercept.astype(np.float32)
-        # ℓ = log(1 + e^z) − y z, computed stably; its derivative is σ(z) − y
-        loss = (np.logaddexp(0.0, logits, dtype=np.float64).sum()
-                - np.sum(targets * logits, dtype=np.float64)) / n
-        loss += 0.5 * penalty * np.sum(coef**2)
-        residual = (expit(logits) - targets) / np.float32(n)
-        grad_coef = (X.T @ residual).astype(np.float64) + penalty * coef
-        return loss, np.concatenate([grad_coef.ravel(), residual.sum(axis=0, dtype=np.float64)])
-
-    start = np.zeros(dim * n_tags + n_tags) if init is None else _flatten(init)
-    solution, n_iter, converged = lbfgs(loss_and_gradient, start, max_iter=max_iter, tol=tol)
-    params = np.vstack([solution[: dim * n_tags].reshape(dim, n_tags),
-                        solution[dim * n_tags:][None, :]])
-    return params, n_iter, converged
+    coef, intercept, n_iter, converged = minimise(
+        sums, n=n, dim=dim, outputs=n_tags, penalty=1.0 / (C * n),
+        init=None if init is None else _flatten(init), max_iter=max_iter, tol=tol)
+    return np.vstack([coef, intercept[None, :]]), n_iter, converged
 
 
 def ovr_probabilities(X: np.ndarray, params: np.ndarray) -> np.ndarray:
     """σ(X W + b) as float32."""
     logits = X @ params[:-1].astype(np.float32) + params[-1].astype(np.float32)
     return expit(logits).astype(np.float32)
+
+
+def row_probabilities(rows: StandardRows, params: np.ndarray) -> np.ndarray:
+    """σ(X W + b) of standardised rows as float32 ``(n, C)``, block by block."""
+    out = np.empty((rows.shape[0], params.shape[1]), dtype=np.float32)
+    for start, stop, scores in decision_blocks(rows, params[:-1], params[-1]):
+        out[start:stop] = expit(scores)
+    return out
 
 
 def _flatten(params: np.ndarray) -> np.ndarray:
@@ -126,6 +140,7 @@ class TagLinear:
     refit_n_iter: int
     refit_converged: bool
     notes: tuple[str, ...]
+    backend: tuple[str, str, str] = ("numpy", "cpu", "copy")
 
     @property
     def sweep_grid(self) -> tuple[float, ...]:
@@ -136,41 +151,72 @@ class TagLinear:
         return {"C": sweep.C, "C_grid": list(sweep.C_grid), "val_map": list(sweep.scores),
                 "val_loss": list(sweep.losses), "n_val": self.n_val,
                 "n_iter": list(sweep.n_iter), "converged": list(sweep.converged),
-                "refit_n_iter": self.refit_n_iter, "refit_converged": self.refit_converged}
+                "refit_n_iter": self.refit_n_iter, "refit_converged": self.refit_converged,
+                "backend": dict(zip(("name", "device", "rows"), self.backend, strict=True))}
 
 
 def linear_tag_probe(X, Y, X_test, *, C=DEFAULT_C_GRID, val_rows, fit_rows, train_rows=None,
-                     test_rows=None, max_iter=DEFAULT_MAX_ITER, tol=DEFAULT_TOL) -> TagLinear:
+                     test_rows=None, max_iter=DEFAULT_MAX_ITER, tol=DEFAULT_TOL,
+                     linear_backend: str = "numpy",
+                     memory_budget: int = DEFAULT_MEMORY_BUDGET) -> TagLinear:
     """The C sweep on the validation split (:func:`probekit.probes.linear.sweep_C`: chosen by
     validation mAP; ties: lower validation log-loss), thresholds tuned on the validation scores
-    at that C, and the refit on all of train."""
+    at that C, and the refit on all of train.
+
+    ``linear_backend`` (``"numpy"``, ``"torch"``, ``"auto"``) evaluates the objective;
+    ``memory_budget`` (bytes) bounds the standardised copy of the training rows, streamed from
+    ``X`` when it would not fit (:func:`probekit.probes.linear.linear_predict`)."""
     grid = check_grid(C)
-    rows = np.arange(X.shape[0]) if train_rows is None else train_rows
-    fit_std, val_std = standardize(X, X, train_rows=rows[fit_rows], test_rows=rows[val_rows])
-    fit_tags, val_tags = Y[fit_rows], Y[val_rows]
-
-    def fit(value, init):
-        return fit_ovr_logistic(fit_std, fit_tags, C=value, init=init, max_iter=max_iter,
-                                tol=tol)
-
-    def evaluate(params):  # validation mAP, then log-loss on ties
-        probabilities = ovr_probabilities(val_std, params)
-        clipped = np.clip(probabilities.astype(np.float64), 1e-12, 1 - 1e-12)
-        return (_map_or_zero(val_tags, probabilities),
-                -np.mean(val_tags * np.log(clipped) + (~val_tags) * np.log1p(-clipped)))
-
-    sweep = sweep_C(grid, fit, evaluate)
+    budget = check_memory_budget(memory_budget)
+    name, device = resolve_linear_backend(linear_backend)
+    engine = {"backend": name, "device": device, "memory_budget": budget}
+    rows = np.arange(X.shape[0]) if train_rows is None else np.asarray(train_rows)
+    fit_scale = fit_scaling(X, rows[fit_rows])
+    check_rows(X, rows[val_rows], fit_scale, which="validation")
+    scale = fit_scaling(X, train_rows)
+    check_rows(X_test, test_rows, scale)
+    val_tags = Y[val_rows]
+    sweep = _sweep_ovr(standard_rows(X, rows[fit_rows], fit_scale), Y[fit_rows],
+                       standard_rows(X, rows[val_rows], fit_scale), val_tags, grid=grid,
+                       max_iter=max_iter, tol=tol, engine=engine)
     best = sweep.fits[sweep.best]
-    thresholds = tune_thresholds(val_tags, ovr_probabilities(val_std, best))
-    train_std, test_std = standardize(X, X_test, train_rows=rows, test_rows=test_rows)
-    refit, refit_iter, refit_done = fit_ovr_logistic(train_std, Y, C=sweep.C, init=best,
-                                                     max_iter=max_iter, tol=tol)
+    thresholds = tune_thresholds(
+        val_tags, row_probabilities(standard_rows(X, rows[val_rows], fit_scale), best))
+    train = standard_rows(X, train_rows, scale)
+    sums, placement = objective_sums(train, np.asarray(Y), kind="sigmoid", outputs=Y.shape[1],
+                                     **engine)
+    refit, refit_iter, refit_done = fit_ovr(sums, n=train.shape[0], dim=train.shape[1],
+                                            n_tags=Y.shape[1], C=sweep.C, init=best,
+                                            max_iter=max_iter, tol=tol)
+    del sums  # the training copy
     notes = sweep.notes(max_iter)
     if not refit_done:
         notes.append(f"linear probe: the refit at C={sweep.C:g} did not converge in "
                      f"{max_iter} iterations (raise max_iter)")
-    return TagLinear(ovr_probabilities(test_std, refit), thresholds, sweep, int(len(val_rows)),
-                     refit_iter, refit_done, tuple(notes))
+    return TagLinear(row_probabilities(standard_rows(X_test, test_rows, scale), refit),
+                     thresholds, sweep, int(len(val_rows)), refit_iter, refit_done,
+                     tuple(notes), (name, device, placement))
+
+
+def _sweep_ovr(fit_part: StandardRows, fit_tags, val_part: StandardRows, val_tags, *, grid,
+               max_iter, tol, engine) -> Sweep:
+    """:func:`sweep_C` of the one-vs-rest fit: the fit part is placed once for every C (and
+    released on return)."""
+    sums, _ = objective_sums(fit_part, np.asarray(fit_tags), kind="sigmoid",
+                             outputs=fit_tags.shape[1], **engine)
+    n, dim = fit_part.shape
+
+    def fit(value, init):
+        return fit_ovr(sums, n=n, dim=dim, n_tags=fit_tags.shape[1], C=value, init=init,
+                       max_iter=max_iter, tol=tol)
+
+    def evaluate(params):  # validation mAP, then log-loss on ties
+        probabilities = row_probabilities(val_part, params)
+        clipped = np.clip(probabilities.astype(np.float64), 1e-12, 1 - 1e-12)
+        return (_map_or_zero(val_tags, probabilities),
+                -np.mean(val_tags * np.log(clipped) + (~val_tags) * np.log1p(-clipped)))
+
+    return sweep_C(grid, fit, evaluate)
 
 
 def _map_or_zero(tags: np.ndarray, scores: np.ndarray) -> float:
