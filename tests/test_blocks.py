@@ -22,6 +22,7 @@ TINY = {
     (arrays, "CHUNK_ELEMENTS"): 64,           # rows streamed from the input
     (neighbours, "_SCORE_ELEMENTS"): 300,     # numpy/torch search blocks of queries
     (neighbours, "_QUERY_CHUNK"): 7,          # faiss calls
+    (neighbours, "DATABASE_BLOCK_ELEMENTS"): 8 * 37,  # database blocks of the exact search
     (knn, "_VOTE_ELEMENTS"): 20,              # vote tables
     (metrics, "_BOOTSTRAP_ELEMENTS"): 500,    # bootstrap resamples
     (clusters, "_PAIR_ELEMENTS"): 5,          # class pairs of CDNV, Davies-Bouldin, NC2

@@ -152,3 +152,36 @@ def test_faiss_gpu_indexes_go_to_the_current_cuda_device(monkeypatch):
     assert accelerators.current_cuda_device() == 3
     monkeypatch.setitem(sys.modules, "torch", None)
     assert accelerators.current_cuda_device() == 0
+
+
+def test_merging_keeps_the_best_with_ties_by_index_whatever_the_grouping():
+    scores = np.array([[5.0, 3.0, 3.0]], dtype=np.float32)
+    idx = np.array([[7, 2, 9]])
+    more_scores = np.array([[4.0, 3.0]], dtype=np.float32)
+    more_idx = np.array([[11, 1]])
+    merged_scores, merged_idx = neighbours.merge_neighbours(scores.copy(), idx.copy(),
+                                                            more_scores, more_idx)
+    assert merged_idx.tolist() == [[7, 11, 1]]  # the tie at 3.0 goes to the lowest index
+    assert merged_scores.tolist() == [[5.0, 4.0, 3.0]]
+    other_scores, other_idx = neighbours.merge_neighbours(
+        np.array([[4.0, 3.0, 3.0]], dtype=np.float32), np.array([[11, 1, 2]]),
+        np.array([[5.0, 3.0]], dtype=np.float32), np.array([[7, 9]]))
+    assert other_idx.tolist() == merged_idx.tolist()
+
+
+def test_the_exact_search_scans_its_database_in_blocks_with_one_answer(monkeypatch):
+    rng = np.random.default_rng(3)
+    vectors = neighbours.prepare_vectors(rng.normal(size=(900, 6)), metric="euclidean")
+    whole = neighbours.search(vectors[:50], vectors, 40, metric="euclidean")
+    monkeypatch.setattr(neighbours, "DATABASE_BLOCK_ELEMENTS", 6 * 25)  # 36 blocks of 25
+    assert len(neighbours.database_blocks(900, 6)) == 36
+    calls = []
+    blocked = neighbours.search(vectors[:50], vectors, 40, metric="euclidean",
+                                progress=lambda done, total: calls.append((done, total)))
+    assert np.array_equal(blocked.indices, whole.indices)
+    np.testing.assert_allclose(blocked.similarities, whole.similarities, rtol=1e-6)
+    assert calls[-1] == (36 * 50, 36 * 50)
+    assert all(a[0] < b[0] for a, b in zip(calls, calls[1:], strict=False))
+    # the centring mean is summed over the same blocks whatever their grouping
+    expected = vectors.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(neighbours.database_mean(vectors), expected, rtol=1e-6)

@@ -34,6 +34,7 @@ k-means; HNSW inserted on one thread), so the same inputs give the same neighbou
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -358,28 +359,24 @@ def search(
         name = "faiss-cpu"
     shift = None
     if metric != "ip":  # rank by distances of centred rows (see the module docstring)
-        shift = database.mean(axis=0, dtype=np.float64).astype(np.float32)
+        shift = database_mean(database)
     inner = "ip" if shift is None else "euclidean"
     if how.approximate:
         scores, idx = _search_index(queries, database, k_search, inner, shift, name,
                                     parameters, progress)
         incomplete = np.flatnonzero((idx < 0).any(axis=1))
         if incomplete.size:  # too few rows in the probed lists: those queries exactly
-            scores[incomplete], idx[incomplete] = _search_faiss(
+            scores[incomplete], idx[incomplete] = _search_blocks(
                 queries[incomplete], database, k_search, inner, shift, name, None)
     else:
-        runner = {"faiss-cpu": _search_faiss, "faiss-gpu": _search_faiss,
-                  "torch": _search_torch, "numpy": _search_numpy}[name]
-        scores, idx = runner(queries, database, k_search, inner, shift, name, progress)
-    # one order for every backend: score descending, ties by database index; the scores are
-    # inner products (ip) or -||q - x||^2, sorted before they become similarities, whose
-    # float32 rounding near 1 (cosine) would otherwise turn close neighbours into ties
+        scores, idx = _search_blocks(queries, database, k_search, inner, shift, name, progress)
     if (idx < 0).any():  # faiss marks neighbours it could not score (NaN/inf) with -1
         raise InputError(f"the search could not score every candidate (non-finite similarities "
                          f"for {int(np.count_nonzero((idx < 0).any(axis=1)))} queries)")
-    order = np.lexsort((idx, -scores), axis=1)
-    scores = np.take_along_axis(scores, order, axis=1)
-    idx = np.take_along_axis(idx, order, axis=1)
+    # one order for every backend: score descending, ties by database index; the scores are
+    # inner products (ip) or -||q - x||^2, sorted before they become similarities, whose
+    # float32 rounding near 1 (cosine) would otherwise turn close neighbours into ties
+    scores, idx = sort_neighbours(scores, idx)
     if metric == "euclidean":
         sims = -np.sqrt(np.maximum(-scores, 0.0))
     elif metric == "cosine":  # unit rows: cos = 1 - ||q - x||^2 / 2
@@ -390,6 +387,79 @@ def search(
         sims, idx = _drop_self(sims, idx, self_indices)
     return Neighbours(np.ascontiguousarray(sims, np.float32), idx.astype(np.int64), name,
                       parameters)
+
+
+DATABASE_BLOCK_ELEMENTS = 1 << 26  # database values (256 MiB of float32) per exact-search block
+
+
+def database_blocks(n_rows: int, dim: int) -> list[tuple[int, int]]:
+    """The fixed grid of row blocks in which an exact search scans its database, and in which
+    :func:`database_mean` sums it: it depends on the shape alone, so a search whose database
+    is split into whole blocks (among processes) computes every score exactly as one search
+    does."""
+    return list(row_chunks(n_rows, dim, DATABASE_BLOCK_ELEMENTS))
+
+
+def database_mean(database: np.ndarray) -> np.ndarray:
+    """The float32 mean row of ``database``: float64 sums of the :func:`database_blocks`, added
+    in block order."""
+    total = np.zeros(database.shape[1])
+    for start, stop in database_blocks(*database.shape):
+        total += np.asarray(database[start:stop]).sum(axis=0, dtype=np.float64)
+    return (total / max(1, database.shape[0])).astype(np.float32)
+
+
+def sort_neighbours(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row ordered by score, descending, ties by index, ascending (in place, in chunks
+    of rows)."""
+    for start, stop in row_chunks(*scores.shape):
+        order = np.lexsort((idx[start:stop], -scores[start:stop]), axis=1)
+        scores[start:stop] = np.take_along_axis(scores[start:stop], order, axis=1)
+        idx[start:stop] = np.take_along_axis(idx[start:stop], order, axis=1)
+    return scores, idx
+
+
+def merge_neighbours(scores: np.ndarray, idx: np.ndarray, more_scores: np.ndarray,
+                     more_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``scores.shape[1]`` of two candidate lists per row (score descending, ties by
+    index), written into ``scores``/``idx``; row chunks bound the temporaries. The result does
+    not depend on which list a candidate came from, so merging the blocks of a database in any
+    grouping gives one answer."""
+    k = scores.shape[1]
+    for start, stop in row_chunks(scores.shape[0], k + more_scores.shape[1]):
+        both_scores = np.concatenate([scores[start:stop], more_scores[start:stop]], axis=1)
+        both_idx = np.concatenate([idx[start:stop], more_idx[start:stop]], axis=1)
+        order = np.lexsort((both_idx, -both_scores), axis=1)[:, :k]
+        scores[start:stop] = np.take_along_axis(both_scores, order, axis=1)
+        idx[start:stop] = np.take_along_axis(both_idx, order, axis=1)
+    return scores, idx
+
+
+def _search_blocks(queries, database, k, metric, shift, name, progress):
+    """The exact search, one :func:`database_blocks` block at a time, each block's best k
+    merged into the running lists; the database is never copied whole (each runner centres
+    one block at a time, and faiss's index holds one block)."""
+    runner = {"faiss-cpu": _search_faiss, "faiss-gpu": _search_faiss,
+              "torch": _search_torch, "numpy": _search_numpy}[name]
+    blocks = database_blocks(*database.shape)
+    scores = idx = None
+    for number, (start, stop) in enumerate(blocks):
+        counter = None
+        if progress is not None:
+            def counter(done, total, _before=number):
+                progress(_before * total + done, len(blocks) * total)
+        block_scores, block_idx = runner(queries, database[start:stop], min(k, stop - start),
+                                         metric, shift, name, counter)
+        block_idx += start
+        if scores is None and block_scores.shape[1] == k:
+            scores, idx = block_scores, block_idx
+        elif scores is None:  # a first block with fewer than k rows (k spans blocks)
+            scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+            idx = np.full((len(queries), k), np.iinfo(np.int64).max, dtype=np.int64)
+            merge_neighbours(scores, idx, block_scores, block_idx)
+        else:
+            merge_neighbours(scores, idx, block_scores, block_idx)
+    return scores, idx
 
 
 def exact_search_seconds(n_queries: int, n_database: int, dim: int, *,
@@ -498,8 +568,7 @@ def _search_faiss(queries, database, k, metric, shift, name, progress):
     dim = database.shape[1]
     index = faiss.IndexFlatL2(dim) if metric == "euclidean" else faiss.IndexFlatIP(dim)
     if name == "faiss-gpu":
-        resources = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(resources, current_cuda_device(), index)
+        index = faiss.index_cpu_to_gpu(_gpu_resources(), current_cuda_device(), index)
     for start, stop in row_chunks(*database.shape):
         index.add(_centred(database[start:stop], shift))
     n = queries.shape[0]
@@ -513,6 +582,13 @@ def _search_faiss(queries, database, k, metric, shift, name, progress):
     if metric == "euclidean":
         sims = -sims  # faiss gives squared distances
     return sims, idx
+
+
+@functools.lru_cache(maxsize=1)
+def _gpu_resources():
+    """One faiss ``StandardGpuResources`` (its scratch memory pool) for every GPU search of
+    this process, made on first use."""
+    return import_faiss().StandardGpuResources()
 
 
 def _search_index(queries, database, k, metric, shift, name, parameters, progress):
@@ -537,8 +613,7 @@ def _search_index(queries, database, k, metric, shift, name, parameters, progres
                      else faiss.IndexFlatIP(dim))
         index = faiss.IndexIVFFlat(quantizer, dim, parameters["nlist"], faiss_metric)
         if name == "faiss-gpu":
-            resources = faiss.StandardGpuResources()
-            index = faiss.index_cpu_to_gpu(resources, current_cuda_device(), index)
+            index = faiss.index_cpu_to_gpu(_gpu_resources(), current_cuda_device(), index)
         if hasattr(index, "cp"):
             index.cp.seed = parameters["seed"]  # k-means' initial centroids
         training = np.sort(np.random.default_rng(parameters["seed"]).choice(
