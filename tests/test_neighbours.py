@@ -185,3 +185,22 @@ def test_the_exact_search_scans_its_database_in_blocks_with_one_answer(monkeypat
     # the centring mean is summed over the same blocks whatever their grouping
     expected = vectors.astype(np.float64).mean(axis=0)
     np.testing.assert_allclose(neighbours.database_mean(vectors), expected, rtol=1e-6)
+
+
+def test_a_gpu_faiss_is_trusted_only_after_a_trial_search_in_a_child(monkeypatch):
+    """faiss's CUDA checks abort the process (a build without kernels for the GPU); the trial
+    search runs in a child process, so an abort there answers False and this process lives."""
+    import types
+
+    monkeypatch.setattr(accelerators, "nvidia_device_present", lambda: True)
+    monkeypatch.setattr(accelerators, "import_faiss",
+                        lambda: types.SimpleNamespace(StandardGpuResources=object))
+    for script, expected in (("import os; os.abort()", False), ("print('ok')", True),
+                             ("raise SystemExit(3)", False)):
+        accelerators.faiss_gpu_works.cache_clear()
+        monkeypatch.setattr(accelerators, "FAISS_GPU_PROBE", script + "  # {device}")
+        assert accelerators.faiss_gpu_works(0) is expected
+    accelerators.faiss_gpu_works.cache_clear()
+    monkeypatch.setattr(accelerators, "nvidia_device_present", lambda: False)
+    assert accelerators.faiss_gpu_works(0) is False
+    accelerators.faiss_gpu_works.cache_clear()

@@ -44,6 +44,7 @@ import numpy as np
 from probekit.accelerators import (
     cuda_available,
     current_cuda_device,
+    faiss_gpu_works,
     import_faiss,
     import_torch,
     nvidia_device_present,
@@ -252,10 +253,11 @@ def available_backends() -> list[str]:
 
 
 def _faiss_gpu_usable(faiss) -> bool:
-    """A faiss build with GPU support and a GPU; the cheap device check comes first (faiss's
-    own GPU count can abort the process on a machine with the GPU build and no driver)."""
+    """A faiss build with GPU support whose search has been seen to run on the current CUDA
+    device (:func:`probekit.accelerators.faiss_gpu_works`: the device check comes first, and
+    the trial search runs in a child process, whose abort cannot kill this one)."""
     return (faiss is not None and hasattr(faiss, "StandardGpuResources")
-            and nvidia_device_present() and faiss.get_num_gpus() > 0)
+            and faiss_gpu_works(current_cuda_device()))
 
 
 def _available(name: str) -> bool:
@@ -286,8 +288,10 @@ def resolve_backend(backend: str = "auto") -> str:
                 return "torch"
         return "faiss-cpu" if faiss is not None else "numpy"
     if not _available(backend):
-        extra = {"faiss-cpu": "pip install faiss-cpu", "faiss-gpu": f"{install_hint('gpu')} "
-                 "on a machine with a CUDA GPU", "torch": install_hint("tuner")}[backend]
+        extra = {"faiss-cpu": "pip install faiss-cpu",
+                 "faiss-gpu": "it needs a CUDA GPU and a GPU build of faiss, such as "
+                 "faiss-cuda-cu128, installed in place of faiss-cpu, whose trial search passes",
+                 "torch": install_hint("gpu")}[backend]
         raise InputError(f"search backend '{backend}' is not available here ({extra})")
     return backend
 

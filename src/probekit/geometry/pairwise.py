@@ -101,7 +101,7 @@ def retrieval(unit: np.ndarray, codes: np.ndarray, queries: np.ndarray, *,
     MAP@R = (1/R) Σ_{r≤R} P(r)·rel(r). Range [0, 1], high is good; queries of singleton
     classes are skipped. The ranking is one exact top-(R_max + 1) search of the queries.
     """
-    from probekit.neighbours import available_backends, resolve_backend, search
+    from probekit.neighbours import search
 
     counts = np.bincount(codes)
     depth = int(counts.max()) - 1
@@ -110,8 +110,6 @@ def retrieval(unit: np.ndarray, codes: np.ndarray, queries: np.ndarray, *,
     if depth < 1 or not keep.any():
         return {}
     k = min(depth + 1, unit.shape[0])
-    if k > 2048 and resolve_backend(backend) == "faiss-gpu":  # faiss-gpu's limit on k
-        backend = "torch" if "torch" in available_backends() else "faiss-cpu"
     found = search(unit[queries], unit, k, metric="cosine", backend=backend)
     indices = found.indices
     mine = indices == queries[:, None]
