@@ -58,20 +58,21 @@ def block_rows(dim: int, outputs: int, elements: int | None = None) -> int:
 def fit_scaling(X: np.ndarray, rows: np.ndarray | None = None, *,
                 which: str = "training") -> Scaling:
     """The mean and standard deviation of ``X[rows]`` (all rows when None), in two passes
-    accumulated in float64 (no float64 copy of the data is made); :class:`InputError` when a
-    row lies beyond what float32 can hold after standardisation (see the module docstring)."""
+    accumulated in float64 over blocks of :data:`BLOCK_ELEMENTS` values (no float64 copy of the
+    data is made); :class:`InputError` when a row lies beyond what float32 can hold after
+    standardisation (see the module docstring)."""
     n = X.shape[0] if rows is None else len(rows)
     total = np.zeros(X.shape[1])
     low = np.full(X.shape[1], np.inf)
     high = np.full(X.shape[1], -np.inf)
-    for _, _, block in row_blocks(X, rows):
+    for _, _, block in row_blocks(X, rows, BLOCK_ELEMENTS):
         total += block.sum(axis=0, dtype=np.float64)
         if len(block):
             low = np.minimum(low, block.min(axis=0))
             high = np.maximum(high, block.max(axis=0))
     mean = total / n
     squares = np.zeros(X.shape[1])
-    for _, _, block in row_blocks(X, rows):
+    for _, _, block in row_blocks(X, rows, BLOCK_ELEMENTS):
         centred = block - mean  # one float64 temporary per block, squared in place
         centred *= centred
         squares += centred.sum(axis=0)
@@ -88,7 +89,7 @@ def check_rows(X: np.ndarray, rows: np.ndarray | None, scaling: Scaling, *,
     standardisation by ``scaling`` (one pass over the rows)."""
     low = np.full(X.shape[1], np.inf)
     high = np.full(X.shape[1], -np.inf)
-    for _, _, block in row_blocks(X, rows):
+    for _, _, block in row_blocks(X, rows, BLOCK_ELEMENTS):
         if len(block):
             low = np.minimum(low, block.min(axis=0))
             high = np.maximum(high, block.max(axis=0))
@@ -106,7 +107,7 @@ def _check_extremes(X, rows, scaling: Scaling, low, high, which: str) -> None:
     if far <= limit:
         return
     outliers = 0
-    for _, _, block in row_blocks(X, rows):
+    for _, _, block in row_blocks(X, rows, BLOCK_ELEMENTS):
         outliers += int(np.count_nonzero(
             (np.abs((block - scaling.mean) / scaling.scale) > limit).any(axis=1)))
     raise InputError(
