@@ -165,6 +165,8 @@ def demo(out_dir, figures, quiet):
               "lower it for few samples per dimension).")
 @opt.backend(help="Neighbour-search backend.")
 @opt.search_options
+@opt.linear_backend()
+@opt.memory()
 @opt.bootstrap(help="Bootstrap resamples of each accuracy CI.")
 @opt.geometry(help="Geometry diagnostics of the training rows.")
 @click.option("--geometry-sample", type=click.IntRange(min=2), default=5000, show_default=True,
@@ -187,9 +189,9 @@ def demo(out_dir, figures, quiet):
 @opt.quiet()
 def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temperature, loo,
              test_size, folds, seed, c_grid, val_size, max_iter, tol, backend, search, nlist,
-             nprobe, ef_search, n_bootstrap, geometry, geometry_sample, extra, key, label_key,
-             label_column, out, plots_dir, plot_format, html_path, multilabel, tag_separator,
-             save_predictions, quiet):
+             nprobe, ef_search, linear_backend, memory_budget, n_bootstrap, geometry,
+             geometry_sample, extra, key, label_key, label_column, out, plots_dir, plot_format,
+             html_path, multilabel, tag_separator, save_predictions, quiet):
     """Run the dual probe on EMBEDDINGS (N x D: .npy .npz .csv .tsv .parquet) and LABELS
     (N labels: .npy .npz .txt .csv .tsv .parquet) and print the summary."""
     from probekit.data import count_rows, is_layer_stack, load_embeddings
@@ -199,7 +201,8 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
     probe_options = dict(
         k=k, metric=metric, temperature=temperature, loo=loo, C=c_grid or DEFAULT_C_GRID,
         val_size=val_size, test_size=test_size, folds=folds, seed=seed, backend=backend,
-        search=opt.search_method(search, nlist, nprobe, ef_search), n_bootstrap=n_bootstrap,
+        search=opt.search_method(search, nlist, nprobe, ef_search),
+        linear_backend=linear_backend, memory_budget=memory_budget, n_bootstrap=n_bootstrap,
         max_iter=max_iter, tol=tol, geometry=geometry, geometry_sample=geometry_sample,
         extra=[name.strip() for name in extra.split(",") if name.strip()], progress=progress)
     if (test_embeddings is None) != (test_labels is None):

@@ -18,6 +18,7 @@ import click
 from probekit.errors import InputError
 from probekit.neighbours import BACKENDS, METHODS, METRICS, SearchMethod
 from probekit.probes.knn import DEFAULT_K
+from probekit.probes.logistic import LINEAR_BACKENDS
 
 FILE = click.Path(dir_okay=False, path_type=Path)
 """A file argument or option (given as a :class:`~pathlib.Path`)."""
@@ -97,6 +98,33 @@ def search_options(command):
         command = option()(command)
     return command
 
+
+linear_backend = _shared("--linear-backend", type=click.Choice(LINEAR_BACKENDS), default="auto",
+                         show_default=True,
+                         help="Where the linear probe's objective runs: auto is torch on a CUDA "
+                         "GPU, numpy otherwise.")
+
+
+def parse_memory(ctx, param, value):
+    """``--memory``: bytes from ``"1.5G"``, ``"800M"``, ``"2GiB"`` or a plain number of GiB."""
+    if value is None:
+        return None
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(text[-1:], None)
+    try:
+        number = float(text[:-1] if scale else text)
+    except ValueError:
+        raise click.BadParameter(f"expected a size such as 1.5G or 800M, got '{value}'") \
+            from None
+    if not (number >= 0 and number < float("inf")):
+        raise click.BadParameter(f"expected a size of at least 0, got '{value}'")
+    return int(number * (scale or 2**30))
+
+
+memory = _shared("--memory", name="memory_budget", default="1G", show_default=True,
+                 callback=parse_memory,
+                 help="Memory the probes may use for copies of the rows (e.g. 1.5G, 800M); "
+                 "larger data are prepared again block by block from the input file.")
 
 test_size = _shared("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True),
                     default=0.2, show_default=True)

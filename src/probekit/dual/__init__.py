@@ -20,6 +20,7 @@ from probekit.dual.tags import dual_probe_of_tags
 from probekit.neighbours import SearchMethod, search_method
 from probekit.probes.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 from probekit.probes.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
+from probekit.probes.standard import DEFAULT_MEMORY_BUDGET
 from probekit.report import Report
 
 __all__ = ["Options", "Progress", "dual_probe"]
@@ -42,6 +43,8 @@ def dual_probe(
     seed: int = 0,
     backend: str = "auto",
     search: str | SearchMethod = "exact",
+    linear_backend: str = "auto",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
     n_bootstrap: int = 1000,
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float = DEFAULT_TOL,
@@ -79,6 +82,11 @@ def dual_probe(
         geometry's neighbour graph. An approximate search is checked against the exact one on
         a seeded sample of 1000 queries: the report's ``knn["approximation"]`` holds the
         recall@k and the accuracy on that sample both ways.
+    linear_backend : ``"auto"`` (default: torch on a CUDA GPU, numpy otherwise), ``"numpy"`` or
+        ``"torch"`` (see :mod:`probekit.probes.logistic`); the same objective and C sweep.
+    memory_budget : bytes the probes may hold in copies of the rows (default 1 GiB): the
+        linear probe's standardised copy, or the kNN search's prepared training rows, is made
+        only when it fits; otherwise rows are prepared again from ``X`` block by block.
     n_bootstrap : bootstrap resamples of every accuracy CI.
     max_iter, tol : L-BFGS limits of each logistic-regression fit.
     geometry : add the geometry diagnostics (:func:`probekit.diagnose`) of the training rows,
@@ -101,7 +109,8 @@ def dual_probe(
         k=tuple(k) if isinstance(k, Iterable) else (k,), metric=metric,
         temperature=temperature, loo=loo, C=tuple(C) if isinstance(C, Iterable) else (C,),
         val_size=val_size, test_size=test_size, folds=folds, seed=seed, backend=backend,
-        search=search_method(search), n_bootstrap=n_bootstrap, max_iter=max_iter, tol=tol,
+        search=search_method(search), linear_backend=linear_backend,
+        memory_budget=memory_budget, n_bootstrap=n_bootstrap, max_iter=max_iter, tol=tol,
         geometry=geometry, geometry_sample=geometry_sample, extra=tuple(extra),
         projection=projection, save_predictions=save_predictions).check()
     if _is_tag_matrix(y) or _is_tag_matrix(y_test):

@@ -75,6 +75,7 @@ def dual_probe_of_classes(X, y, X_test, y_test, options: Options,
             query_codes=unit.test_codes, C=options.C, val_size=options.val_size,
             seed=options.seed, max_iter=options.max_iter, tol=options.tol,
             train_rows=unit.train_rows, test_rows=unit.test_rows,
+            linear_backend=options.linear_backend, memory_budget=options.memory_budget,
             progress=staged(progress, "linear probe", fold, len(units))), unit.test_codes)
             for fold, unit in enumerate(units)]
     if geometry is not None and geometry.class_means is not None:
@@ -90,7 +91,7 @@ def dual_probe_of_classes(X, y, X_test, y_test, options: Options,
             knn["approximation"] = pooled_approximation([p.approximation for p, _ in knn_runs])
         linear = _linear_section(linear_runs, linear_ci, encoding.n_train_classes)
         comparison = _linear_vs_knn(knn_runs, linear_runs, units, options)
-    protocol.update(_class_protocol(options, ks, linear_runs[0][0].C_grid, knn["backend"],
+    protocol.update(_class_protocol(options, ks, linear_runs[0][0], knn["backend"],
                                     knn_runs[0][0].graph.method))
     arrays = _figure_arrays(knn_runs, linear_runs, knn["best"], encoding, geometry)
     if options.save_predictions:
@@ -271,21 +272,22 @@ def _linear_vs_knn(knn_runs, linear_runs, units, options: Options) -> dict:
             "only_knn": result["only_b"], "p_value": result["p_value"], "test": result["test"]}
 
 
-def _class_protocol(options: Options, ks, C_grid, knn_backend: str, search: dict) -> dict:
+def _class_protocol(options: Options, ks, linear, knn_backend: str, search: dict) -> dict:
     return {
         "loo": options.loo, "metric": options.metric, "k": list(ks), "votes": list(VOTES),
         "search": dict(search),
         "temperature": options.temperature, "tie_break": "nearest neighbour",
         "knn_preprocess": "l2" if options.metric == "cosine" else "none",
         "linear_preprocess": "standardize (train mean and std)",
-        "C_grid": list(C_grid), "val_size": options.val_size,
+        "C_grid": list(linear.C_grid), "val_size": options.val_size,
         "C_selection": "best accuracy on a stratified validation split of train "
                        "(ties: lower validation cross-entropy); refit on all of train",
         "solver": "multinomial logistic regression, L-BFGS (probekit's own, float32 "
                   "products)",
         "max_iter": options.max_iter, "tol": options.tol,
         "bootstrap": {"resamples": options.n_bootstrap, "level": 0.95, "seed": options.seed},
-        "backend": {"knn": knn_backend, "linear": "numpy"},
+        "backend": {"knn": knn_backend, "linear": linear.backend[0]},
+        "memory_budget": options.memory_budget,
     }
 
 

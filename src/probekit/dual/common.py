@@ -15,6 +15,8 @@ from probekit.geometry import check_extras, check_sample_size
 from probekit.neighbours import SearchMethod, check_metric, check_representable
 from probekit.probes.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 from probekit.probes.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
+from probekit.probes.logistic import resolve_linear_backend
+from probekit.probes.standard import DEFAULT_MEMORY_BUDGET, check_memory_budget
 from probekit.report import Report
 from probekit.validate import check_dataset, check_embeddings, check_same_dimensions, check_tags
 from probekit.version import __version__
@@ -38,6 +40,8 @@ class Options:
     seed: int = 0
     backend: str = "auto"
     search: SearchMethod = SearchMethod()
+    linear_backend: str = "auto"
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
     n_bootstrap: int = 1000
     max_iter: int = DEFAULT_MAX_ITER
     tol: float = DEFAULT_TOL
@@ -53,6 +57,8 @@ class Options:
         if not isinstance(self.search, SearchMethod):
             raise InputError(f"search must be a SearchMethod, got {self.search!r}")
         self.search.check()
+        resolve_linear_backend(self.linear_backend)
+        check_memory_budget(self.memory_budget)
         if not self.k or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                                  and v >= 1 for v in self.k):
             raise InputError(f"k values must be positive integers, got {list(self.k)}")

@@ -59,7 +59,9 @@ def dual_probe_of_tags(X, Y, X_test, Y_test, tags, options: Options,
         linear = linear_tag_probe(X, train_tags, split.test_source, C=options.C,
                                   val_rows=val_rows, fit_rows=fit_rows,
                                   train_rows=split.train_rows, test_rows=split.test_rows,
-                                  max_iter=options.max_iter, tol=options.tol)
+                                  max_iter=options.max_iter, tol=options.tol,
+                                  linear_backend=options.linear_backend,
+                                  memory_budget=options.memory_budget)
     notes += linear.notes
     with clock("bootstrap_s"):
         scored = dict(n_bootstrap=options.n_bootstrap, seed=options.seed)
@@ -82,7 +84,7 @@ def dual_probe_of_tags(X, Y, X_test, Y_test, tags, options: Options,
                   "linear": paired["a"], "knn": paired["b"], "difference": paired["difference"],
                   "difference_ci95": paired["difference_ci95"], "p_value": paired["p_value"],
                   "test": paired["test"]}
-    protocol = {**split.protocol, **_tag_protocol(options, ks, linear.sweep_grid, knn_backend,
+    protocol = {**split.protocol, **_tag_protocol(options, ks, linear, knn_backend,
                                                   found.method)}
     geometry = {}
     if options.geometry:
@@ -195,7 +197,7 @@ def _tag_approximation(test, train, found, train_tags, test_tags, ks, options: O
             "map": {"vote": "weighted", "k": fixed_k, **both}}
 
 
-def _tag_protocol(options: Options, ks, C_grid, knn_backend: str, search: dict) -> dict:
+def _tag_protocol(options: Options, ks, linear, knn_backend: str, search: dict) -> dict:
     return {
         "task": "multilabel", "metric": options.metric, "k": list(ks), "votes": ["weighted"],
         "search": dict(search),
@@ -203,7 +205,7 @@ def _tag_protocol(options: Options, ks, C_grid, knn_backend: str, search: dict) 
         "knn_score": "similarity-weighted fraction of the k neighbours carrying the tag",
         "knn_preprocess": "l2" if options.metric == "cosine" else "none",
         "linear_preprocess": "standardize (train mean and std)",
-        "C_grid": list(C_grid), "val_size": options.val_size,
+        "C_grid": list(linear.sweep_grid), "val_size": options.val_size,
         "C_selection": "best validation mAP on a seeded random split of train (ties: lower "
                        "validation log-loss); refit on all of train",
         "solver": "one-vs-rest logistic regression, L-BFGS (probekit's own, float32 products)",
@@ -211,7 +213,8 @@ def _tag_protocol(options: Options, ks, C_grid, knn_backend: str, search: dict) 
                       "against the rest of train)",
         "max_iter": options.max_iter, "tol": options.tol,
         "bootstrap": {"resamples": options.n_bootstrap, "level": 0.95, "seed": options.seed},
-        "backend": {"knn": knn_backend, "linear": "numpy"},
+        "backend": {"knn": knn_backend, "linear": linear.backend[0]},
+        "memory_budget": options.memory_budget,
         "d_prime": "d_prime: mean over tags of sqrt(2) * Phi^-1(AUC_tag), as HEAR's DPrime "
                    "(null when a tag's AUC is 1: d' is infinite); d_prime_macro_auc: of the "
                    "macro AUC (AudioSet / PANNs)",
