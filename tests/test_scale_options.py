@@ -69,3 +69,53 @@ def test_cli_refuses_a_memory_size_it_cannot_read(tmp_path, text):
                                     "--memory", text])
     assert done.exit_code == 2
     assert "--memory" in done.output and "Traceback" not in done.output
+
+
+def _without_budget(report) -> dict:
+    data = report.to_dict()
+    data.pop("timings")
+    data["protocol"].pop("memory_budget")
+    data["linear"].pop("backend", None)
+    for fold in data["linear"].get("folds", []):
+        fold.pop("backend", None)
+    return data
+
+
+@pytest.mark.parametrize("options", [{}, {"loo": True}, {"folds": 3},
+                                     {"search": "ivf"}, {"metric": "euclidean"}])
+def test_a_zero_memory_budget_changes_no_number(options):
+    """With no room for copies, the kNN search reads its rows prepared block by block from
+    X and the linear probe streams its standardised rows: the report is the same, bit for
+    bit, but for the budget and the linear probe's placement."""
+    X, y = gaussian_classes(600, 8, 4, separation=1.0, seed=2)
+    held = dual_probe(X, y, n_bootstrap=20, linear_backend="numpy", **options)
+    streamed = dual_probe(X, y, n_bootstrap=20, linear_backend="numpy", memory_budget=0,
+                          **options)
+    assert json.dumps(_without_budget(streamed)) == json.dumps(_without_budget(held))
+
+
+def test_a_zero_memory_budget_changes_no_tag_number():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(500, 8)).astype(np.float32)
+    Y = (X[:, :4] + 0.5 * rng.normal(size=(500, 4)) > 0.5).astype(np.int8)
+    held = dual_probe(X, Y, n_bootstrap=20, linear_backend="numpy")
+    streamed = dual_probe(X, Y, n_bootstrap=20, linear_backend="numpy", memory_budget=0)
+    assert json.dumps(_without_budget(streamed)) == json.dumps(_without_budget(held))
+
+
+def test_prepared_rows_read_as_the_copy_holds_them():
+    from probekit.neighbours import PreparedRows, prepare_vectors
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 6)) * np.exp(rng.normal(size=(50, 1)) * 20)  # wild norms
+    rows = np.array([4, 9, 11, 30, 31, 47])
+    for metric in ("cosine", "euclidean", "ip"):
+        lazy, copy = PreparedRows(X, rows, metric=metric), prepare_vectors(X, rows,
+                                                                           metric=metric)
+        assert lazy.shape == copy.shape and lazy.dtype == copy.dtype
+        assert np.array_equal(lazy[1:4], copy[1:4])
+        assert np.array_equal(lazy[np.array([5, 0])], copy[np.array([5, 0])])
+        assert np.array_equal(lazy.take(np.array([2, 3]))[0:2], copy[2:4])
+    X[9] = 0
+    with pytest.raises(InputError, match="all zeros"):
+        PreparedRows(X, rows, metric="cosine")

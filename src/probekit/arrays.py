@@ -67,3 +67,23 @@ def float32_limit(dim: int) -> float:
     (centred rows differ by at most twice it, so ``‖q − x‖² ≤ 4·dim·limit² = float32 max / 2``).
     About 2e17 at dim = 768."""
     return float(np.sqrt(np.finfo(np.float32).max / (8.0 * max(1, dim))))
+
+
+class RowsView:
+    """``X[rows]`` without the copy: reading ``[start:stop]`` or ``[indices]`` gives those rows
+    of ``X[rows]`` (read from ``X``, a memory map or an array), so streaming code that reads
+    its input by blocks of rows can take a subset of a large input as it takes the input."""
+
+    def __init__(self, X: np.ndarray, rows: np.ndarray):
+        self.source, self.rows = X, np.asarray(rows)
+        self.shape = (len(self.rows), X.shape[1])
+        self.dtype = X.dtype
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple):  # X[rows, columns]
+            return self[key[0]][(slice(None), *key[1:])]
+        return np.asarray(self.source[self.rows[key]])

@@ -49,7 +49,14 @@ from probekit.accelerators import (
     import_torch,
     nvidia_device_present,
 )
-from probekit.arrays import float32_limit, row_blocks, row_chunks, to_float32, unit_rows
+from probekit.arrays import (
+    float32_limit,
+    normalised,
+    row_blocks,
+    row_chunks,
+    to_float32,
+    unit_rows,
+)
 from probekit.errors import InputError, install_hint
 
 METRICS = ("cosine", "euclidean", "ip")
@@ -191,6 +198,64 @@ def prepare_vectors(X: np.ndarray, rows: np.ndarray | None = None, *, metric: st
         return vectors
     check_representable(X, rows, metric=metric, name=name)
     return to_float32(X, rows)
+
+
+class PreparedRows:
+    """``X[rows]`` as :func:`prepare_vectors` would return it, computed block by block when
+    read instead of held: what :func:`search` takes as its database (or queries) when a
+    prepared copy would not fit in memory. Reading ``[start:stop]`` or ``[indices]`` gives the
+    float32 rows bit for bit as the copy holds them (each row is prepared on its own).
+
+    Construction checks the rows as :func:`prepare_vectors` does (one streamed pass).
+    """
+
+    def __init__(self, X: np.ndarray, rows: np.ndarray | None = None, *, metric: str,
+                 name: str = "embeddings"):
+        check_metric(metric)
+        check_representable(X, rows, metric=metric, name=name)
+        self.source, self.metric = X, metric
+        self.rows = None if rows is None else np.asarray(rows)
+        self.shape = (X.shape[0] if rows is None else len(self.rows), X.shape[1])
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            positions = (key if self.rows is None else self.rows[key])
+        else:
+            positions = np.asarray(key)
+            if self.rows is not None:
+                positions = self.rows[positions]
+        block = self.source[positions]
+        if self.metric == "cosine":
+            return normalised(block).astype(np.float32)
+        return np.asarray(block, dtype=np.float32)
+
+    def take(self, rows: np.ndarray) -> PreparedRows:
+        """The rows ``rows`` of these rows, still prepared on reading."""
+        view = object.__new__(PreparedRows)
+        view.source, view.metric, view.dtype = self.source, self.metric, self.dtype
+        view.rows = np.asarray(rows) if self.rows is None else self.rows[np.asarray(rows)]
+        view.shape = (len(view.rows), self.shape[1])
+        return view
+
+    def copy(self) -> np.ndarray:
+        """The prepared rows in memory (:func:`prepare_vectors`)."""
+        return prepare_vectors(self.source, self.rows, metric=self.metric)
+
+
+def prepared_rows(X: np.ndarray, rows: np.ndarray | None = None, *, metric: str,
+                  memory_budget: int | None = None,
+                  name: str = "embeddings") -> np.ndarray | PreparedRows:
+    """``X[rows]`` prepared for the search: a float32 copy (:func:`prepare_vectors`) when it
+    fits ``memory_budget`` bytes (None: always), else :class:`PreparedRows` that prepare each
+    block when it is read. Both give the same search results."""
+    n = X.shape[0] if rows is None else len(rows)
+    if memory_budget is None or n * X.shape[1] * 4 <= memory_budget:
+        return prepare_vectors(X, rows, metric=metric, name=name)
+    return PreparedRows(X, rows, metric=metric, name=name)
 
 
 FLOAT32_SMALLEST = 1e-15  # below this largest magnitude, squared distances near float32's floor

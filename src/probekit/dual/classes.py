@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probekit.arrays import unit_rows
+from probekit.arrays import RowsView, unit_rows
 from probekit.dual.common import Clock, Options, Progress, build_report, check_inputs, staged
 from probekit.errors import InputError
 from probekit.geometry import Geometry, Graph, describe
 from probekit.geometry.clusters import class_means, nearest_means
 from probekit.labels import LabelEncoding, encode_labels, test_set_hash
-from probekit.neighbours import prepare_vectors
+from probekit.neighbours import prepared_rows
 from probekit.probes.knn import (
     READING_VOTE,
     VOTES,
@@ -153,7 +153,7 @@ def _knn_runs(X, units, encoding, ks, options: Options, progress):
                 temperature=options.temperature, backend=options.backend,
                 method=options.search, seed=options.seed)
     if options.loo:
-        vectors = prepare_vectors(X, metric=options.metric)
+        vectors = prepared_rows(X, metric=options.metric, memory_budget=options.memory_budget)
         predicted = knn_predict(vectors, encoding.train, None, query_codes=encoding.train,
                                 progress=staged(progress, "kNN search (leave-one-out)"),
                                 **vote)
@@ -164,14 +164,16 @@ def _knn_runs(X, units, encoding, ks, options: Options, progress):
                                       recall=_recall(predicted)), X, encoding.train)
         return runs, kept
     for fold, unit in enumerate(units):
-        train = prepare_vectors(X, unit.train_rows, metric=options.metric)
-        test = prepare_vectors(unit.test_source, unit.test_rows, metric=options.metric)
+        train = prepared_rows(X, unit.train_rows, metric=options.metric,
+                              memory_budget=options.memory_budget)
+        test = prepared_rows(unit.test_source, unit.test_rows, metric=options.metric,
+                             memory_budget=options.memory_budget)
         predicted = knn_predict(train, unit.train_codes, test, query_codes=unit.test_codes,
                                 progress=staged(progress, "kNN search", fold, len(units)),
                                 **vote)
         runs.append((predicted, unit.test_codes))
         if options.geometry and fold == 0:
-            rows = X if unit.train_rows is None else X[unit.train_rows]
+            rows = X if unit.train_rows is None else RowsView(X, unit.train_rows)
             kept = _GraphOfRows(Graph(predicted.graph, test, train, unit.test_codes,
                                       unit.train_codes, options.metric, False,
                                       recall=_recall(predicted)), rows, unit.train_codes)

@@ -21,7 +21,7 @@ from probekit.dual.common import (
 from probekit.errors import InputError
 from probekit.geometry import diagnose
 from probekit.labels import test_set_hash
-from probekit.neighbours import check_against_exact, prepare_vectors, search
+from probekit.neighbours import PreparedRows, check_against_exact, prepared_rows, search
 from probekit.probes.knn import reading_k, resolve_k
 from probekit.probes.multilabel import knn_tag_scores, linear_tag_probe
 from probekit.probes.tagging import (
@@ -163,13 +163,16 @@ def _knn_tag_runs(X, split: _TagSplit, train_tags, test_tags, val_rows, fit_rows
     rows against the rest of train (for the F1 thresholds), for every k; the test search; and
     with an approximate search, what it cost (:func:`_tag_approximation`)."""
     metric, backend, temperature = options.metric, options.backend, options.temperature
-    train = prepare_vectors(X, split.train_rows, metric=metric)
-    test = prepare_vectors(split.test_source, split.test_rows, metric=metric)
+    train = prepared_rows(X, split.train_rows, metric=metric,
+                          memory_budget=options.memory_budget)
+    test = prepared_rows(split.test_source, split.test_rows, metric=metric,
+                         memory_budget=options.memory_budget)
     found = search(test, train, max(ks), metric=metric, backend=backend,
                    method=options.search, progress=staged(progress, "kNN search"))
     scores = knn_tag_scores(found.indices, found.similarities, train_tags, ks, temperature)
-    validation = search(train[val_rows], train[fit_rows], max(ks), metric=metric,
-                        backend=backend, method=options.search)
+    fit = train.take(fit_rows) if isinstance(train, PreparedRows) else train[fit_rows]
+    validation = search(train[val_rows], fit, max(ks), metric=metric, backend=backend,
+                        method=options.search)
     val_scores = knn_tag_scores(validation.indices, validation.similarities,
                                 train_tags[fit_rows], ks, temperature)
     approximation = None

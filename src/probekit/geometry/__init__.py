@@ -210,7 +210,9 @@ def describe(
     notes: list[str] = []
     labelled = codes is not None and n_classes >= 2
     # cosine-based keys: the graph's float32 unit rows, or float64 ones for float64 input
-    unit = (graph.database if graph.metric == "cosine" and X.dtype != np.float64
+    reusable = graph.metric == "cosine" and X.dtype != np.float64 \
+        and isinstance(graph.database, np.ndarray)  # not rows prepared on reading
+    unit = (graph.database if reusable
             else unit_rows(X, dtype=np.float64 if X.dtype == np.float64 else np.float32))
     sums, shifted_gram, shift = clusters.class_sums(
         X, codes if labelled else np.zeros(n, dtype=np.int64), n_classes if labelled else 1,

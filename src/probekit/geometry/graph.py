@@ -85,21 +85,26 @@ def row_ids(vectors: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each row's bytes: equal rows share an id (for de-duplication).
 
     The bytes, read as 64-bit words w_j, are combined as Σ_j a_j w_j (mod 2^64) with fixed
-    random odd multipliers a_j, then mixed; vectorised, so hashing 50k x 768 rows is cheap."""
-    rows = np.ascontiguousarray(vectors)
-    raw = rows.view(np.uint8).reshape(len(rows), -1)
-    pad = (-raw.shape[1]) % 8
-    if pad:
-        raw = np.concatenate([raw, np.zeros((len(rows), pad), dtype=np.uint8)], axis=1)
-    words = raw.view(np.uint64)
+    random odd multipliers a_j, then mixed; vectorised over blocks of rows (``vectors`` may
+    be any array-like that gives rows by slices), so hashing 50k x 768 rows is cheap and a
+    million rows need one block's temporaries."""
+    n, dim = vectors.shape
+    width = (dim * np.dtype(vectors.dtype).itemsize + 7) // 8
     multipliers = np.random.default_rng(0x9E3779B9).integers(
-        1, 2**63, size=words.shape[1], dtype=np.uint64) | np.uint64(1)
-    with np.errstate(over="ignore"):
-        hashed = (words * multipliers).sum(axis=1, dtype=np.uint64)
-        hashed ^= hashed >> np.uint64(29)
-        hashed *= np.uint64(0xBF58476D1CE4E5B9)
-        hashed ^= hashed >> np.uint64(32)
-    return hashed.view(np.int64)
+        1, 2**63, size=width, dtype=np.uint64) | np.uint64(1)
+    out = np.empty(n, dtype=np.uint64)
+    for start, stop in row_chunks(n, width):
+        raw = np.ascontiguousarray(vectors[start:stop]).view(np.uint8).reshape(stop - start, -1)
+        pad = (-raw.shape[1]) % 8
+        if pad:
+            raw = np.concatenate([raw, np.zeros((len(raw), pad), dtype=np.uint8)], axis=1)
+        with np.errstate(over="ignore"):
+            hashed = (raw.view(np.uint64) * multipliers).sum(axis=1, dtype=np.uint64)
+            hashed ^= hashed >> np.uint64(29)
+            hashed *= np.uint64(0xBF58476D1CE4E5B9)
+            hashed ^= hashed >> np.uint64(32)
+        out[start:stop] = hashed
+    return out.view(np.int64)
 
 
 def distinct_neighbours(indices: np.ndarray, query_ids: np.ndarray, database_ids: np.ndarray,
