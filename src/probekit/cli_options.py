@@ -76,7 +76,7 @@ search = _shared("--search", type=click.Choice(METHODS), default="exact", show_d
 nlist = _shared("--nlist", type=click.IntRange(min=1), default=None,
                 help="IVF lists [default: sqrt(N)].")
 nprobe = _shared("--nprobe", type=click.IntRange(min=1), default=None,
-                 help="IVF lists scanned per query [default: 1/16 of the lists, at least 16].")
+                 help="IVF lists scanned per query [default: 1/32 of the lists, at least 16].")
 ef_search = _shared("--ef-search", type=click.IntRange(min=1), default=None,
                     help="HNSW search depth [default: max(256, 2 k)].")
 
