@@ -15,7 +15,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "probekit"
 
 # from the bottom up; a module may import from its own layer or any layer below
 LAYERS = [
-    {"version", "errors", "arrays", "files", "accelerators"},
+    {"version", "errors", "arrays", "files", "accelerators", "ranks"},
     {"validate", "labels", "data", "splits"},
     {"neighbours"},
     {"probes", "probes.metrics", "probes.lbfgs", "probes.standard", "probes.logistic",

@@ -1,0 +1,112 @@
+"""The processes of a sharded evaluation under ``torchrun`` (torch.distributed), or the one
+process of a plain run.
+
+A run started by ``torchrun --nproc_per_node R -m probekit evaluate ...`` has R processes
+(ranks). Work that grows with the number of training rows is split among them by whole
+blocks of a fixed grid (:func:`shares`): each rank searches its blocks of the database and
+sums the linear probe's objective over its blocks; the partial results of every block are
+gathered (:meth:`Ranks.gather`) and combined in block order, so every rank holds exactly the
+numbers one process computes. Everything else runs on every rank alike (it is cheap next to
+the sharded work), and rank 0 writes the outputs.
+
+A failure on one rank must not leave the others waiting in a collective: sharded work runs
+through :meth:`Ranks.agree`, which gathers every rank's outcome and raises the same
+:class:`~probekit.errors.InputError` line on all of them when any failed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from probekit.errors import InputError
+
+T = TypeVar("T")
+
+TIMEOUT = timedelta(hours=2)  # longest wait in a collective (rank 0's geometry, a slow rank)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a sharded run: ``rank`` of ``size`` (0 of 1 in a plain run)."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def sharded(self) -> bool:
+        return self.size > 1
+
+    def share(self, n_items: int) -> range:
+        """This rank's contiguous share of ``n_items`` items (blocks): rank r takes
+        ``[r·n/R, (r+1)·n/R)``, so the shares are in rank order and differ by at most one."""
+        return range(self.rank * n_items // self.size, (self.rank + 1) * n_items // self.size)
+
+    def gather(self, value: T) -> list[T]:
+        """Every rank's ``value``, in rank order, on every rank (``[value]`` in a plain
+        run)."""
+        if not self.sharded:
+            return [value]
+        import torch.distributed as dist
+
+        gathered: list = [None] * self.size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+    def agree(self, work: Callable[[], T]) -> list[T]:
+        """Run ``work()`` on this rank and gather every rank's result (rank order). When it
+        failed anywhere, every rank raises :class:`InputError` with the first failure's line
+        (its rank named), instead of the others waiting for it."""
+        try:
+            outcome = (True, work())
+        except InputError as error:
+            outcome = (False, str(error))
+        except MemoryError:
+            outcome = (False, "out of memory")
+        except Exception as error:  # noqa: BLE001 - reported on every rank, then re-raised
+            if not self.sharded:
+                raise
+            outcome = (False, f"{type(error).__name__}: {error}")
+        outcomes = self.gather(outcome)
+        for rank, (ok, payload) in enumerate(outcomes):
+            if not ok:
+                if self.sharded:
+                    raise InputError(f"rank {rank} of {self.size} failed: {payload}")
+                raise InputError(payload)
+        return [payload for _, payload in outcomes]
+
+
+SINGLE = Ranks()
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of several that ``torchrun`` started."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def start(device: str = "cpu") -> Ranks:
+    """Join the process group ``torchrun`` set up (gloo on the CPU, NCCL for ``device``
+    ``"cuda"``) and return this process's :class:`Ranks`; :data:`SINGLE` when not launched by
+    torchrun. Needs torch."""
+    if not launched_by_torchrun():
+        return SINGLE
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        raise InputError("a sharded run (torchrun) needs torch: pip install torch") from None
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=TIMEOUT)
+    return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+def stop(ranks: Ranks) -> None:
+    """Leave the process group (after every rank is done)."""
+    if ranks.sharded:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
