@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import gaussian_classes, torch_available
 
+from conftest import gaussian_classes, torch_available
 from probekit import dual_probe
 from probekit.cli import cli
 from probekit.errors import InputError

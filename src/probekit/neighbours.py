@@ -58,6 +58,7 @@ from probekit.arrays import (
     unit_rows,
 )
 from probekit.errors import InputError, install_hint
+from probekit.ranks import SINGLE, Ranks
 
 METRICS = ("cosine", "euclidean", "ip")
 BACKENDS = ("auto", "faiss-cpu", "faiss-gpu", "torch", "numpy")
@@ -372,6 +373,7 @@ def search(
     backend: str = "auto",
     method: SearchMethod | str | None = None,
     progress: Counter | None = None,
+    ranks: Ranks = SINGLE,
 ) -> Neighbours:
     """The k nearest neighbours of every query row in ``database``: exact by default,
     approximate through a faiss index when ``method`` says so.
@@ -392,9 +394,17 @@ def search(
         results are completed by an exact search for any query the index returned fewer than
         k neighbours for, and ``method`` in the result records the concrete parameters.
     progress : called as ``progress(done, total)`` after each chunk of queries.
+    ranks : the processes of a sharded run (:mod:`probekit.ranks`; every rank calls with the
+        same arguments). Each searches its share of the :func:`database_blocks` for every
+        query, reading only those rows of ``database``; the shares' lists are gathered and
+        merged, and every rank gets exactly the result of one process. Exact search only.
     """
     check_metric(metric)
     how = search_method(method)
+    if ranks.sharded and how.approximate:
+        raise InputError(f"the approximate search ('{how.name}') runs in one process; a "
+                         "sharded run (torchrun) searches exactly, each process its share "
+                         "of the rows")
     n_db = database.shape[0]
     if queries.shape[1] != database.shape[1]:
         raise InputError(
@@ -428,9 +438,21 @@ def search(
         name = "faiss-cpu"
     shift = None
     if metric != "ip":  # rank by distances of centred rows (see the module docstring)
-        shift = database_mean(database)
+        shift = database_mean(database, ranks)
     inner = "ip" if shift is None else "euclidean"
-    if how.approximate:
+    if ranks.sharded:
+        mine = ranks.share(len(database_blocks(*database.shape)))
+        shares = ranks.agree(lambda: _search_blocks(queries, database, k_search, inner, shift,
+                                                    name, progress, numbers=mine))
+        scores = idx = None
+        for share in shares:  # rank order: the blocks' order
+            if share is None:
+                continue
+            if scores is None:
+                scores, idx = share
+            else:
+                merge_neighbours(scores, idx, *share)
+    elif how.approximate:
         scores, idx = _search_index(queries, database, k_search, inner, shift, name,
                                     parameters, progress)
         incomplete = np.flatnonzero((idx < 0).any(axis=1))
@@ -469,12 +491,20 @@ def database_blocks(n_rows: int, dim: int) -> list[tuple[int, int]]:
     return list(row_chunks(n_rows, dim, DATABASE_BLOCK_ELEMENTS))
 
 
-def database_mean(database: np.ndarray) -> np.ndarray:
+def database_mean(database: np.ndarray, ranks: Ranks = SINGLE) -> np.ndarray:
     """The float32 mean row of ``database``: float64 sums of the :func:`database_blocks`, added
-    in block order."""
+    in block order (in a sharded run each rank sums its share of the blocks and every rank
+    adds all the blocks' sums in the same order)."""
+    blocks = database_blocks(*database.shape)
+
+    def block_sums() -> list[np.ndarray]:
+        return [np.asarray(database[start:stop]).sum(axis=0, dtype=np.float64)
+                for start, stop in (blocks[i] for i in ranks.share(len(blocks)))]
+
     total = np.zeros(database.shape[1])
-    for start, stop in database_blocks(*database.shape):
-        total += np.asarray(database[start:stop]).sum(axis=0, dtype=np.float64)
+    for sums in ranks.agree(block_sums):
+        for block_sum in sums:
+            total += block_sum
     return (total / max(1, database.shape[0])).astype(np.float32)
 
 
@@ -504,13 +534,15 @@ def merge_neighbours(scores: np.ndarray, idx: np.ndarray, more_scores: np.ndarra
     return scores, idx
 
 
-def _search_blocks(queries, database, k, metric, shift, name, progress):
-    """The exact search, one :func:`database_blocks` block at a time, each block's best k
-    merged into the running lists; the database is never copied whole (each runner centres
-    one block at a time, and faiss's index holds one block)."""
+def _search_blocks(queries, database, k, metric, shift, name, progress, numbers=None):
+    """The exact search, one :func:`database_blocks` block at a time (those numbered
+    ``numbers``; all when None), each block's best k merged into the running lists; the
+    database is never copied whole (each runner centres one block at a time, and faiss's
+    index holds one block). None when there is no block to search."""
     runner = {"faiss-cpu": _search_faiss, "faiss-gpu": _search_faiss,
               "torch": _search_torch, "numpy": _search_numpy}[name]
-    blocks = database_blocks(*database.shape)
+    grid = database_blocks(*database.shape)
+    blocks = [grid[i] for i in (range(len(grid)) if numbers is None else numbers)]
     scores = idx = None
     for number, (start, stop) in enumerate(blocks):
         counter = None

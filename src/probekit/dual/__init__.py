@@ -17,10 +17,12 @@ import numpy as np
 from probekit.dual.classes import dual_probe_of_classes
 from probekit.dual.common import Options, Progress
 from probekit.dual.tags import dual_probe_of_tags
+from probekit.errors import InputError
 from probekit.neighbours import SearchMethod, search_method
 from probekit.probes.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 from probekit.probes.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
 from probekit.probes.standard import DEFAULT_MEMORY_BUDGET
+from probekit.ranks import SINGLE, Ranks
 from probekit.report import Report
 
 __all__ = ["Options", "Progress", "dual_probe"]
@@ -55,6 +57,7 @@ def dual_probe(
     save_predictions: bool = False,
     tags: Iterable[str] | None = None,
     progress: Progress | None = None,
+    ranks: Ranks | None = None,
 ) -> Report:
     """Linear and kNN probes of an embedding space, on the same split, in one report.
 
@@ -100,6 +103,12 @@ def dual_probe(
         set can be compared with paired tests (:meth:`Report.compare`).
     tags : names of the tag columns of multi-label ``y`` (default ``0..C-1``).
     progress : called as ``progress(stage, done, total)`` during long steps.
+    ranks : the processes of a sharded run under ``torchrun`` (:func:`probekit.ranks.start`;
+        every process calls ``dual_probe`` with the same arguments): each searches its share
+        of the training rows and sums the linear probe's objective over its share, and every
+        process gets the numbers one process computes (exact search only). The geometry and
+        the 2-D map are computed by rank 0 alone, which writes the outputs. None: this process
+        alone.
 
     Returns
     -------
@@ -113,9 +122,14 @@ def dual_probe(
         memory_budget=memory_budget, n_bootstrap=n_bootstrap, max_iter=max_iter, tol=tol,
         geometry=geometry, geometry_sample=geometry_sample, extra=tuple(extra),
         projection=projection, save_predictions=save_predictions).check()
+    ranks = SINGLE if ranks is None else ranks
+    if ranks.sharded and options.search.approximate:
+        raise InputError(f"the approximate search ('{options.search.name}') runs in one "
+                         "process; a sharded run (torchrun) searches exactly, each process its "
+                         "share of the training rows")
     if _is_tag_matrix(y) or _is_tag_matrix(y_test):
-        return dual_probe_of_tags(X, y, X_test, y_test, tags, options, progress)
-    return dual_probe_of_classes(X, y, X_test, y_test, options, progress)
+        return dual_probe_of_tags(X, y, X_test, y_test, tags, options, progress, ranks)
+    return dual_probe_of_classes(X, y, X_test, y_test, options, progress, ranks)
 
 
 def _is_tag_matrix(labels) -> bool:

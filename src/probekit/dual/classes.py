@@ -34,6 +34,7 @@ from probekit.probes.metrics import (
     confusion_pairs,
     paired_comparison,
 )
+from probekit.ranks import SINGLE, Ranks
 from probekit.report import Report
 from probekit.splits import check_class_sizes, stratified_holdout, stratified_kfold
 
@@ -50,7 +51,7 @@ class _Unit:
 
 
 def dual_probe_of_classes(X, y, X_test, y_test, options: Options,
-                           progress: Progress | None) -> Report:
+                           progress: Progress | None, ranks: Ranks = SINGLE) -> Report:
     clock = Clock()
     X, y, X_test, y_test = check_inputs(X, y, X_test, y_test, options, tags=False)
     encoding = encode_labels(y, y_test)
@@ -62,7 +63,7 @@ def dual_probe_of_classes(X, y, X_test, y_test, options: Options,
     ks, notes = resolve_k(options.k, X.shape[0] - 1 if options.loo else smallest_train)
     notes += _unseen_classes_note(encoding)
     with clock("knn_s"):
-        knn_runs, graph = _knn_runs(X, units, encoding, ks, options, progress)
+        knn_runs, graph = _knn_runs(X, units, encoding, ks, options, progress, ranks)
     with clock("geometry_s"):
         geometry = None if graph is None else describe(
             graph.rows, graph.codes, n_classes=encoding.n_train_classes, graph=graph.graph,
@@ -97,7 +98,9 @@ def dual_probe_of_classes(X, y, X_test, y_test, options: Options,
     if options.save_predictions:
         arrays.update(_prediction_arrays(knn_runs, linear_runs, units, encoding,
                                          loo=options.loo))
-    if options.projection:
+    if ranks.sharded:
+        protocol["ranks"] = ranks.size
+    if options.projection and ranks.rank == 0:
         with clock("geometry_s"):
             info = _add_projection(arrays, X, X_test, units, encoding, options.seed)
         protocol["projection"] = info
@@ -145,34 +148,36 @@ class _GraphOfRows:
     codes: np.ndarray
 
 
-def _knn_runs(X, units, encoding, ks, options: Options, progress):
+def _knn_runs(X, units, encoding, ks, options: Options, progress, ranks: Ranks = SINGLE):
     """One neighbour search at k_max per fold (or one leave-one-out search), the votes for every
     k, and the first search's graph for the geometry (None without geometry)."""
     n_classes, runs, kept = len(encoding.classes), [], None
     vote = dict(n_classes=n_classes, k=ks, metric=options.metric,
                 temperature=options.temperature, backend=options.backend,
-                method=options.search, seed=options.seed)
+                method=options.search, seed=options.seed, ranks=ranks)
+    # a sharded run reads each rank's share of the rows when it searches: never a copy
+    budget = 0 if ranks.sharded else options.memory_budget
+    geometry = options.geometry and ranks.rank == 0  # rank 0 alone describes the geometry
     if options.loo:
-        vectors = prepared_rows(X, metric=options.metric, memory_budget=options.memory_budget)
+        vectors = prepared_rows(X, metric=options.metric, memory_budget=budget)
         predicted = knn_predict(vectors, encoding.train, None, query_codes=encoding.train,
                                 progress=staged(progress, "kNN search (leave-one-out)"),
                                 **vote)
         runs.append((predicted, encoding.train))
-        if options.geometry:
+        if geometry:
             kept = _GraphOfRows(Graph(predicted.graph, vectors, vectors, encoding.train,
                                       encoding.train, options.metric, True,
                                       recall=_recall(predicted)), X, encoding.train)
         return runs, kept
     for fold, unit in enumerate(units):
-        train = prepared_rows(X, unit.train_rows, metric=options.metric,
-                              memory_budget=options.memory_budget)
+        train = prepared_rows(X, unit.train_rows, metric=options.metric, memory_budget=budget)
         test = prepared_rows(unit.test_source, unit.test_rows, metric=options.metric,
                              memory_budget=options.memory_budget)
         predicted = knn_predict(train, unit.train_codes, test, query_codes=unit.test_codes,
                                 progress=staged(progress, "kNN search", fold, len(units)),
                                 **vote)
         runs.append((predicted, unit.test_codes))
-        if options.geometry and fold == 0:
+        if geometry and fold == 0:
             rows = X if unit.train_rows is None else RowsView(X, unit.train_rows)
             kept = _GraphOfRows(Graph(predicted.graph, test, train, unit.test_codes,
                                       unit.train_codes, options.metric, False,

@@ -31,11 +31,12 @@ from probekit.probes.tagging import (
     tags_without_positives,
     tune_thresholds,
 )
+from probekit.ranks import SINGLE, Ranks
 from probekit.report import Report
 
 
 def dual_probe_of_tags(X, Y, X_test, Y_test, tags, options: Options,
-                        progress: Progress | None) -> Report:
+                        progress: Progress | None, ranks: Ranks = SINGLE) -> Report:
     clock = Clock()
     X, Y, X_test, Y_test = check_inputs(X, Y, X_test, Y_test, options, tags=True)
     names = [str(t) for t in (tags if tags is not None else range(Y.shape[1]))]
@@ -53,7 +54,7 @@ def dual_probe_of_tags(X, Y, X_test, Y_test, tags, options: Options,
     notes += k_notes
     with clock("knn_s"):
         knn_scores, val_scores, found, approximation = _knn_tag_runs(
-            X, split, train_tags, test_tags, val_rows, fit_rows, ks, options, progress)
+            X, split, train_tags, test_tags, val_rows, fit_rows, ks, options, progress, ranks)
         knn_backend = found.backend
     with clock("linear_s"):
         linear = linear_tag_probe(X, train_tags, split.test_source, C=options.C,
@@ -86,8 +87,10 @@ def dual_probe_of_tags(X, Y, X_test, Y_test, tags, options: Options,
                   "test": paired["test"]}
     protocol = {**split.protocol, **_tag_protocol(options, ks, linear, knn_backend,
                                                   found.method)}
+    if ranks.sharded:
+        protocol["ranks"] = ranks.size
     geometry = {}
-    if options.geometry:
+    if options.geometry and ranks.rank == 0:  # rank 0 alone describes the geometry
         with clock("geometry_s"):
             rows = X if split.train_rows is None else X[split.train_rows]
             geometry = diagnose(rows, None, metric=options.metric,
@@ -158,21 +161,22 @@ def _learnable_tags(split: _TagSplit, names: list[str]) -> tuple[np.ndarray, lis
 
 
 def _knn_tag_runs(X, split: _TagSplit, train_tags, test_tags, val_rows, fit_rows, ks,
-                  options: Options, progress):
+                  options: Options, progress, ranks: Ranks = SINGLE):
     """Tag scores of the test rows (one search at k_max against train) and of the validation
     rows against the rest of train (for the F1 thresholds), for every k; the test search; and
     with an approximate search, what it cost (:func:`_tag_approximation`)."""
     metric, backend, temperature = options.metric, options.backend, options.temperature
+    # a sharded run reads each rank's share of the rows when it searches: never a copy
     train = prepared_rows(X, split.train_rows, metric=metric,
-                          memory_budget=options.memory_budget)
+                          memory_budget=0 if ranks.sharded else options.memory_budget)
     test = prepared_rows(split.test_source, split.test_rows, metric=metric,
                          memory_budget=options.memory_budget)
     found = search(test, train, max(ks), metric=metric, backend=backend,
-                   method=options.search, progress=staged(progress, "kNN search"))
+                   method=options.search, progress=staged(progress, "kNN search"), ranks=ranks)
     scores = knn_tag_scores(found.indices, found.similarities, train_tags, ks, temperature)
     fit = train.take(fit_rows) if isinstance(train, PreparedRows) else train[fit_rows]
     validation = search(train[val_rows], fit, max(ks), metric=metric, backend=backend,
-                        method=options.search)
+                        method=options.search, ranks=ranks)
     val_scores = knn_tag_scores(validation.indices, validation.similarities,
                                 train_tags[fit_rows], ks, temperature)
     approximation = None

@@ -29,6 +29,7 @@ from probekit import neighbours
 from probekit.errors import InputError
 from probekit.labels import encode_labels
 from probekit.probes.metrics import ClassificationScores, bootstrap_ci, classification_scores
+from probekit.ranks import SINGLE, Ranks
 from probekit.validate import check_dataset, check_same_dimensions
 
 DEFAULT_K = (1, 5, 10, 20, 50, 100)
@@ -218,19 +219,21 @@ def knn_predict(
     method: neighbours.SearchMethod | str | None = None,
     seed: int = 0,
     progress: neighbours.Counter | None = None,
+    ranks: Ranks = SINGLE,
 ) -> KNNPredictions:
     """Search once for ``max(k)`` neighbours and vote for every k.
 
     ``train`` and ``queries`` come from :func:`probekit.neighbours.prepare_vectors`;
     ``queries=None`` is leave-one-out over ``train`` (each row classified by the others).
     An approximate ``method`` is checked against exact search on a sample of the queries
-    seeded by ``seed`` (:func:`approximation_check`).
+    seeded by ``seed`` (:func:`approximation_check`). ``ranks``: the processes of a sharded
+    run, which split the training rows of the search (:func:`probekit.neighbours.search`).
     """
     loo = queries is None
     method = neighbours.search_method(method)
     found = neighbours.search(
         train if loo else queries, train, max(k), metric=metric, exclude_self=loo,
-        backend=backend, method=method, progress=progress,
+        backend=backend, method=method, progress=progress, ranks=ranks,
     )
     predictions, ranks = knn_votes(
         train_codes[found.indices], found.similarities, n_classes=n_classes, k=k,
