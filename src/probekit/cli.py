@@ -29,6 +29,7 @@ from probekit.errors import InputError
 from probekit.files import write_atomically
 from probekit.probes.knn import DEFAULT_TEMPERATURE
 from probekit.probes.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
+from probekit.ranks import ShardFailure, launched_by_torchrun, this_rank
 from probekit.version import __version__
 
 
@@ -73,6 +74,8 @@ class _OneLineErrors(click.Group):
             _fail(error.format_message(), status=error.exit_code)
         except click.Abort:
             _fail("aborted", status=1)
+        except ShardFailure as error:  # raised alike on every rank: rank 0 says it
+            _fail(str(error), quiet=this_rank() != 0)
         except InputError as error:
             _fail(str(error))
         except OSError as error:
@@ -83,8 +86,15 @@ class _OneLineErrors(click.Group):
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="probekit")
-def cli():
+@click.pass_context
+def cli(context):
     """How good is an embedding space? Linear + kNN dual probe with confidence intervals."""
+    if launched_by_torchrun() and context.invoked_subcommand not in SHARDED_COMMANDS:
+        raise InputError(f"probekit {context.invoked_subcommand} runs in one process; under "
+                         f"torchrun run {' or '.join(SHARDED_COMMANDS)}")
+
+
+SHARDED_COMMANDS = ("evaluate", "finetune")  # the commands that run under torchrun
 
 
 for _command in (tune, finetune, embed_command, manifest):
@@ -196,7 +206,11 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
     (N labels: .npy .npz .txt .csv .tsv .parquet) and print the summary."""
     from probekit.data import count_rows, is_layer_stack, load_embeddings
     from probekit.dual import dual_probe
+    from probekit.ranks import start, stop
 
+    ranks = start()  # one of several processes under torchrun, or the only one
+    if ranks.rank != 0:  # rank 0 alone prints and writes
+        quiet, out, plots_dir, html_path = True, None, None, None
     progress = _Progress(not quiet)
     probe_options = dict(
         k=k, metric=metric, temperature=temperature, loo=loo, C=c_grid or DEFAULT_C_GRID,
@@ -204,7 +218,8 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
         search=opt.search_method(search, nlist, nprobe, ef_search),
         linear_backend=linear_backend, memory_budget=memory_budget, n_bootstrap=n_bootstrap,
         max_iter=max_iter, tol=tol, geometry=geometry, geometry_sample=geometry_sample,
-        extra=[name.strip() for name in extra.split(",") if name.strip()], progress=progress)
+        extra=[name.strip() for name in extra.split(",") if name.strip()], progress=progress,
+        ranks=ranks)
     if (test_embeddings is None) != (test_labels is None):
         raise InputError("give --test-embeddings and --test-labels together")
     if save_predictions and out is None:
@@ -243,7 +258,7 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
         X_test = None
         if test_embeddings is not None:
             X_test = load_embeddings(test_embeddings, key=key)
-        if probe_options["search"].name == "exact" and not quiet:
+        if probe_options["search"].name == "exact" and not quiet and not ranks.sharded:
             _suggest_approximate_search(X, X_test, probe_options)
         report = dual_probe(
             X, y, X_test=X_test, y_test=y_test, tags=tag_names,
@@ -254,13 +269,16 @@ def evaluate(embeddings, labels, test_embeddings, test_labels, k, metric, temper
         progress.close()
         files = {"embeddings": embeddings, "labels": labels,
                  "test_embeddings": test_embeddings, "test_labels": test_labels}
-        report = dataclasses.replace(report, input={**report.input, "files": {
-            role: _describe_file(path) for role, path in files.items()
-            if path is not None}})
+        if ranks.rank == 0:
+            report = dataclasses.replace(report, input={**report.input, "files": {
+                role: _describe_file(path) for role, path in files.items()
+                if path is not None}})
         _write_outputs(report, out, plots_dir, plot_format, html_path, quiet=quiet)
-    click.echo(report.to_markdown(), nl=False)
+    if ranks.rank == 0:
+        click.echo(report.to_markdown(), nl=False)
     if out is not None and not quiet:
         click.echo(f"report written to {out}", err=True)
+    stop(ranks)
 
 
 EXACT_SEARCH_WARNING_S = 60.0  # an exact search expected to take longer is announced
@@ -564,8 +582,13 @@ def _fail_internal(error: Exception) -> None:
           "traceback)", status=1)
 
 
-def _fail(message: str, status: int = 2) -> None:
-    click.echo(f"error: {' '.join(message.split())}", err=True)
+def _fail(message: str, status: int = 2, quiet: bool = False) -> None:
+    """One ``error: ...`` line on stderr (naming this process's rank in a sharded run other
+    than rank 0) and exit with ``status``."""
+    rank = this_rank()
+    if not quiet:
+        where = f"(rank {rank}) " if rank else ""
+        click.echo(f"error: {where}{' '.join(message.split())}", err=True)
     sys.exit(status)
 
 

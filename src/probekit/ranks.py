@@ -26,6 +26,11 @@ from probekit.errors import InputError
 
 T = TypeVar("T")
 
+
+class ShardFailure(InputError):
+    """A failure on one rank of a sharded run, raised alike on every rank by
+    :meth:`Ranks.agree` (its line names the rank)."""
+
 TIMEOUT = timedelta(hours=2)  # longest wait in a collective (rank 0's geometry, a slow rank)
 
 
@@ -74,7 +79,7 @@ class Ranks:
         for rank, (ok, payload) in enumerate(outcomes):
             if not ok:
                 if self.sharded:
-                    raise InputError(f"rank {rank} of {self.size} failed: {payload}")
+                    raise ShardFailure(f"rank {rank} of {self.size} failed: {payload}")
                 raise InputError(payload)
         return [payload for _, payload in outcomes]
 
@@ -87,19 +92,32 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def start(device: str = "cpu") -> Ranks:
-    """Join the process group ``torchrun`` set up (gloo on the CPU, NCCL for ``device``
-    ``"cuda"``) and return this process's :class:`Ranks`; :data:`SINGLE` when not launched by
-    torchrun. Needs torch."""
+def start() -> Ranks:
+    """Join the process group ``torchrun`` set up and return this process's :class:`Ranks`;
+    :data:`SINGLE` when not launched by torchrun. Needs torch.
+
+    The ranks exchange small host arrays (top-k lists of each share, per-block sums of the
+    linear objective) with ``all_gather_object``, so the group uses gloo, which carries them
+    between processes and machines alike; with CUDA each rank works on its own GPU (device
+    ``LOCAL_RANK``), where its searches and linear fits run."""
     if not launched_by_torchrun():
         return SINGLE
     try:
+        import torch
         import torch.distributed as dist
     except ImportError:
         raise InputError("a sharded run (torchrun) needs torch: pip install torch") from None
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=TIMEOUT)
+        dist.init_process_group("gloo", timeout=TIMEOUT)
     return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+def this_rank() -> int:
+    """This process's rank from torchrun's environment (0 in a plain run), readable before
+    the process group starts."""
+    return int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
 
 
 def stop(ranks: Ranks) -> None:
