@@ -1,6 +1,7 @@
 """``torchrun -m probekit evaluate``: 2 and 3 processes (gloo, CPU) write the report one process
-writes, except the timings and the rank count in the protocol; rank 0 alone prints and writes;
-commands that do not shard are refused under torchrun with one line."""
+writes, except the timings, the rank count in the protocol and where the linear probe's rows
+were held (each rank streams its share); rank 0 alone prints and writes; commands that do not
+shard are refused under torchrun with one line."""
 
 import json
 import os
@@ -31,6 +32,7 @@ def comparable(path) -> dict:
     report = json.loads(path.read_text())
     report.pop("timings")
     report["protocol"].pop("ranks", None)
+    report["linear"]["backend"].pop("rows")  # "stream" on every rank of a sharded run
     return report
 
 

@@ -3,11 +3,12 @@ process of a plain run.
 
 A run started by ``torchrun --nproc_per_node R -m probekit evaluate ...`` has R processes
 (ranks). Work that grows with the number of training rows is split among them by whole
-blocks of a fixed grid (:func:`shares`): each rank searches its blocks of the database and
-sums the linear probe's objective over its blocks; the partial results of every block are
-gathered (:meth:`Ranks.gather`) and combined in block order, so every rank holds exactly the
-numbers one process computes. Everything else runs on every rank alike (it is cheap next to
-the sharded work), and rank 0 writes the outputs.
+blocks of a fixed grid (:meth:`Ranks.share`): each rank searches its blocks of the database
+and sums the linear probe's objective over its blocks; the partial results are combined in
+block order (top-k lists gathered with :meth:`Ranks.gather` and merged; sums added by
+:meth:`Ranks.add_in_order`), so every rank holds exactly the numbers one process computes.
+Everything else runs on every rank alike (it is cheap next to the sharded work), except the
+geometry, which rank 0 computes, and rank 0 writes the outputs.
 
 A failure on one rank must not leave the others waiting in a collective: sharded work runs
 through :meth:`Ranks.agree`, which gathers every rank's outcome and raises the same
@@ -82,6 +83,38 @@ class Ranks:
                     raise ShardFailure(f"rank {rank} of {self.size} failed: {payload}")
                 raise InputError(payload)
         return [payload for _, payload in outcomes]
+
+
+    def add_in_order(self, work: Callable[[], list], length: int):
+        """``Σ`` of every rank's parts (``work()`` returns this rank's list of float64 vectors
+        of ``length``), added from zero in rank order and then list order: the additions one
+        process makes over its list of every part, bit for bit, on every rank.
+
+        Each rank passes its running total to the next (point to point) and the last rank
+        broadcasts the total, so a rank moves two vectors of ``length`` whatever the number of
+        parts; a failure of ``work`` on any rank is one line on all (:meth:`agree`)."""
+        import numpy as np
+
+        if not self.sharded:
+            total = np.zeros(length)
+            for part in work():
+                total += part
+            return total
+        import torch
+        import torch.distributed as dist
+
+        parts: list = []
+        self.agree(lambda: parts.extend(work()))  # only the outcome is gathered
+        running = torch.zeros(length, dtype=torch.float64)
+        total = running.numpy()  # the same memory
+        if self.rank > 0:
+            dist.recv(running, src=self.rank - 1)
+        for part in parts:
+            total += part
+        if self.rank < self.size - 1:
+            dist.send(running, dst=self.rank + 1)
+        dist.broadcast(running, src=self.size - 1)
+        return total.copy()
 
 
 SINGLE = Ranks()

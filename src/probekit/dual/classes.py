@@ -77,7 +77,8 @@ def dual_probe_of_classes(X, y, X_test, y_test, options: Options,
             seed=options.seed, max_iter=options.max_iter, tol=options.tol,
             train_rows=unit.train_rows, test_rows=unit.test_rows,
             linear_backend=options.linear_backend, memory_budget=options.memory_budget,
-            progress=staged(progress, "linear probe", fold, len(units))), unit.test_codes)
+            ranks=ranks, progress=staged(progress, "linear probe", fold, len(units))),
+            unit.test_codes)
             for fold, unit in enumerate(units)]
     if geometry is not None and geometry.class_means is not None:
         geometry = _with_centroid_agreement(geometry, X, units, encoding, linear_runs[0][0],

@@ -62,7 +62,7 @@ def dual_probe_of_tags(X, Y, X_test, Y_test, tags, options: Options,
                                   train_rows=split.train_rows, test_rows=split.test_rows,
                                   max_iter=options.max_iter, tol=options.tol,
                                   linear_backend=options.linear_backend,
-                                  memory_budget=options.memory_budget)
+                                  memory_budget=options.memory_budget, ranks=ranks)
     notes += linear.notes
     with clock("bootstrap_s"):
         scored = dict(n_bootstrap=options.n_bootstrap, seed=options.seed)

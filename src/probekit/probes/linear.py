@@ -48,12 +48,14 @@ from probekit.probes.metrics import ClassificationScores, bootstrap_ci, classifi
 from probekit.probes.standard import (
     DEFAULT_MEMORY_BUDGET,
     StandardRows,
+    alike,
     check_memory_budget,
     check_rows,
     fit_scaling,
     standard_rows,
     standardised_copy,
 )
+from probekit.ranks import SINGLE, Ranks
 from probekit.splits import stratified_holdout
 from probekit.validate import check_dataset, check_same_dimensions
 
@@ -286,6 +288,7 @@ def linear_predict(
     progress: Callable[[int, int], None] | None = None,
     linear_backend: str = "numpy",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    ranks: Ranks = SINGLE,
 ) -> LinearPredictions:
     """Standardise, sweep C on a validation split (:func:`sweep_C`), refit on all of train,
     predict the test set.
@@ -297,13 +300,21 @@ def linear_predict(
     ``linear_backend`` (``"numpy"``, ``"torch"``, ``"auto"``: torch on a CUDA device, else
     numpy) evaluates the objective; ``memory_budget`` (bytes) bounds the standardised copy of
     the training rows, which are streamed from ``X_train`` when the copy would not fit.
+
+    ``ranks`` shards the work over the training rows among the processes of a torch.distributed
+    run (:mod:`probekit.ranks`; every rank calls with the same arguments): the standardisation
+    statistics, the outlier checks and every evaluation of the objective are summed over a
+    fixed grid of row blocks, each rank reading and summing its share of the blocks (streamed:
+    no rank holds a standardised copy), the blocks' sums added in block order on every rank.
+    The validation and test rows are scored on every rank. Every rank returns exactly what one
+    process returns.
     """
     grid = check_grid(C)
     if max_iter < 1:
         raise InputError(f"max_iter must be at least 1, got {max_iter}")
     budget = check_memory_budget(memory_budget)
     name, device = resolve_linear_backend(linear_backend)
-    engine = {"backend": name, "device": device, "memory_budget": budget}
+    engine = {"backend": name, "device": device, "memory_budget": budget, "ranks": ranks}
     rows = np.arange(X_train.shape[0]) if train_rows is None else np.asarray(train_rows)
     notes: list[str] = []
     sweep = None
@@ -315,11 +326,11 @@ def linear_predict(
         chosen = min(grid, key=lambda c: abs(np.log(c)))
         notes.append(f"too few training samples for a validation split: used C={chosen:g}")
     # every scaling and outlier check first: a bad row is refused before any fit
-    fit_scale = fit_scaling(X_train, rows[fit_idx]) if sweeping else None
+    fit_scale = fit_scaling(X_train, rows[fit_idx], ranks=ranks) if sweeping else None
     if sweeping:
-        check_rows(X_train, rows[val_idx], fit_scale, which="validation")
-    scale = fit_scaling(X_train, train_rows)
-    check_rows(X_test, test_rows, scale)
+        check_rows(X_train, rows[val_idx], fit_scale, which="validation", ranks=ranks)
+    scale = fit_scaling(X_train, train_rows, ranks=ranks)
+    check_rows(X_test, test_rows, scale, ranks=ranks)
     if sweeping:
         # the sweep sees the fit part only, standardised with the fit part's own statistics
         sweep = _sweep_softmax(
@@ -339,12 +350,17 @@ def linear_predict(
         notes.append(f"linear probe: the refit at C={chosen:g} did not converge in "
                      f"{max_iter} iterations (raise max_iter)")
     test = standard_rows(X_test, test_rows, scale)
-    predictions = np.empty(test.shape[0], dtype=np.int64)
-    true_rank = None if query_codes is None else np.empty(test.shape[0])
-    for first, last, scores in decision_blocks(test, final.coef, final.intercept):
-        predictions[first:last] = scores.argmax(axis=1)
-        if true_rank is not None:
-            true_rank[first:last] = _true_rank(scores, query_codes[first:last], n_classes)
+
+    def predict() -> tuple[np.ndarray, np.ndarray | None]:
+        predictions = np.empty(test.shape[0], dtype=np.int64)
+        true_rank = None if query_codes is None else np.empty(test.shape[0])
+        for first, last, scores in decision_blocks(test, final.coef, final.intercept):
+            predictions[first:last] = scores.argmax(axis=1)
+            if true_rank is not None:
+                true_rank[first:last] = _true_rank(scores, query_codes[first:last], n_classes)
+        return predictions, true_rank
+
+    predictions, true_rank = alike(ranks, predict)  # the test rows: on every rank
     return LinearPredictions(
         predictions=predictions, true_rank=true_rank, C=chosen,
         C_grid=grid, val_accuracy=() if sweep is None else sweep.scores,
@@ -370,13 +386,16 @@ def _sweep_softmax(fit_part: StandardRows, fit_y: np.ndarray, val_part: Standard
                             max_iter=max_iter, tol=tol)
         return model, model.n_iter, model.converged
 
-    def evaluate(model):  # validation accuracy, then cross-entropy on ties
+    def score(model):  # validation accuracy, then cross-entropy on ties
         correct, loss = 0, 0.0
         for first, last, scores in decision_blocks(val_part, model.coef, model.intercept):
             logits, codes = scores.astype(np.float64), val_y[first:last]
             correct += int(np.count_nonzero(logits.argmax(axis=1) == codes))
             loss += float(np.sum(_softmax(logits)[1] - logits[np.arange(len(codes)), codes]))
         return correct / len(val_y), loss / len(val_y)
+
+    def evaluate(model):  # the validation rows: on every rank
+        return alike(engine["ranks"], lambda: score(model))
 
     return sweep_C(grid, fit, evaluate, progress)
 

@@ -11,8 +11,10 @@ Both probes minimise a mean loss over the n training rows plus an L2 penalty on 
 with λ chosen by the caller (``1 / (C n)``; doubled for a two-class softmax, see
 :mod:`probekit.probes.linear`). One block gives the sums ``(Σ ℓ_i, X_bᵀ R_b, Σ_i R_b)`` of the
 losses and of the gradient (``R_b`` the residuals ∂ℓ/∂z); :func:`penalised_objective` adds the
-blocks' sums, divides by n and adds the penalty. A sharded run only has to all-reduce the three
-sums.
+blocks' sums, divides by n and adds the penalty. The blocks' sums are added in float64 in block
+order, so a sharded run (:mod:`probekit.ranks`) gets one process's sums bit for bit: each rank
+evaluates its share of the blocks, and at every evaluation the ranks add the blocks' sums in
+block order, each rank continuing the running total of the rank before it.
 
 Every block's logits, softmax and residuals are float32, and the block's loss, its row sums and
 the sums over blocks are accumulated in float64 (products: float32 with float32 accumulation
@@ -40,7 +42,14 @@ from probekit.accelerators import cuda_available, import_torch
 from probekit.errors import InputError, install_hint
 from probekit.probes import logistic_torch
 from probekit.probes.lbfgs import lbfgs
-from probekit.probes.standard import DEFAULT_MEMORY_BUDGET, StandardRows, block_rows, hold
+from probekit.probes.standard import (
+    DEFAULT_MEMORY_BUDGET,
+    StandardRows,
+    block_rows,
+    count_blocks,
+    hold,
+)
+from probekit.ranks import SINGLE, Ranks
 
 LINEAR_BACKENDS = ("numpy", "torch", "auto")
 KINDS = ("softmax", "sigmoid")
@@ -102,15 +111,39 @@ def sigmoid_block(X: np.ndarray, Y: np.ndarray, coef: np.ndarray,
 BLOCKS = {"softmax": softmax_block, "sigmoid": sigmoid_block}
 
 
-def numpy_sums(rows: StandardRows, targets: np.ndarray, kind: str,
-               outputs: int) -> Callable[[np.ndarray, np.ndarray], Sums]:
+def add_block_sums(ranks: Ranks, work: Callable[[], list[Sums]], coef_shape: tuple[int, int],
+                   outputs: int) -> Sums:
+    """The sums of every block, each rank's ``work()`` giving the sums of its share of the
+    blocks: added in float64 in block order from zero, the additions one process makes, by
+    :meth:`probekit.ranks.Ranks.add_in_order` (each block's three sums as one vector)."""
+    size = int(np.prod(coef_shape))
+
+    def flat() -> list[np.ndarray]:
+        return [np.concatenate([[part[0]], np.ravel(part[1]), np.ravel(part[2])])
+                for part in work()]
+
+    total = ranks.add_in_order(flat, 1 + size + outputs)
+    return float(total[0]), total[1:1 + size].reshape(coef_shape), total[1 + size:]
+
+
+def numpy_sums(rows: StandardRows, targets: np.ndarray, kind: str, outputs: int, *,
+               ranks: Ranks = SINGLE) -> Callable[[np.ndarray, np.ndarray], Sums]:
     """``sums(coef, intercept)``: the loss and gradient sums over all ``rows``, block by block
-    in numpy, added in float64 in block order."""
+    in numpy, added in float64 in block order. With ``ranks`` sharded each rank evaluates its
+    share of the blocks (:meth:`probekit.ranks.Ranks.share`) and the blocks' sums are added in
+    block order across the ranks (:func:`add_block_sums`): one process's sums, bit for bit."""
     block = BLOCKS[kind]
     size = block_rows(rows.shape[1], outputs)
+    mine = ranks.share(count_blocks(rows.shape[0], size))
 
     def sums(coef: np.ndarray, intercept: np.ndarray) -> Sums:
         coef32, intercept32 = coef.astype(np.float32), intercept.astype(np.float32)
+        if ranks.sharded:
+            def parts() -> list[Sums]:
+                return [block(X, targets[start:stop], coef32, intercept32)
+                        for start, stop, X in rows.blocks(size, mine)]
+
+            return add_block_sums(ranks, parts, coef.shape, len(intercept))
         loss, grad_coef, grad_intercept = 0.0, np.zeros(coef.shape), np.zeros(len(intercept))
         for start, stop, X in rows.blocks(size):
             part = block(X, targets[start:stop], coef32, intercept32)
@@ -124,7 +157,7 @@ def numpy_sums(rows: StandardRows, targets: np.ndarray, kind: str,
 
 def objective_sums(rows: StandardRows, targets: np.ndarray, *, kind: str, outputs: int,
                    backend: str = "numpy", device: str = "cpu",
-                   memory_budget: int = DEFAULT_MEMORY_BUDGET
+                   memory_budget: int = DEFAULT_MEMORY_BUDGET, ranks: Ranks = SINGLE
                    ) -> tuple[Callable[[np.ndarray, np.ndarray], Sums], str]:
     """The block sums of ``kind`` (``"softmax"``: ``targets`` are codes; ``"sigmoid"``: 0/1
     tags) over ``rows`` on ``backend`` (:func:`numpy_sums`,
@@ -132,14 +165,22 @@ def objective_sums(rows: StandardRows, targets: np.ndarray, *, kind: str, output
     ``"copy"`` (a standardised float32 copy in host memory, made when it fits
     ``memory_budget`` bytes), ``"stream"`` (standardised again from the source at every
     evaluation) or ``"device"`` (on the GPU, put there once). The rows are placed once, here,
-    for every evaluation of every fit that uses the returned sums."""
+    for every evaluation of every fit that uses the returned sums.
+
+    With ``ranks`` sharded (every rank calls with the same arguments, and then evaluates the
+    sums at the same parameters) each rank reads only its share of the blocks, streamed from
+    the source (no host copy: the budget counts as 0) or put on the GPU; the sums are one
+    process's, bit for bit."""
     if kind not in KINDS:
         raise ValueError(f"unknown objective {kind}")
+    if ranks.sharded:
+        memory_budget = 0
     if backend == "torch":
         return logistic_torch.torch_sums(rows, targets, kind=kind, outputs=outputs,
-                                         device=device, memory_budget=memory_budget)
+                                         device=device, memory_budget=memory_budget,
+                                         ranks=ranks)
     rows = hold(rows, memory_budget)
-    return numpy_sums(rows, targets, kind, outputs), rows.placement
+    return numpy_sums(rows, targets, kind, outputs, ranks=ranks), rows.placement
 
 
 def penalised_objective(sums: Callable[[np.ndarray, np.ndarray], Sums], n: int, dim: int,

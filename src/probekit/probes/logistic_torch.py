@@ -30,7 +30,8 @@ from collections.abc import Callable
 import numpy as np
 
 from probekit.accelerators import current_cuda_device, import_torch
-from probekit.probes.standard import StandardRows, block_rows, hold
+from probekit.probes.standard import StandardRows, alike, block_rows, count_blocks, hold
+from probekit.ranks import SINGLE, Ranks
 
 CUDA_BLOCK_ELEMENTS = 1 << 25  # values per block on CUDA (128 MiB of float32)
 
@@ -75,19 +76,30 @@ BLOCKS = {"softmax": softmax_block, "sigmoid": sigmoid_block}
 
 
 def torch_sums(rows: StandardRows, targets: np.ndarray, *, kind: str, outputs: int,
-               device: str, memory_budget: int
+               device: str, memory_budget: int, ranks: Ranks = SINGLE
                ) -> tuple[Callable[[np.ndarray, np.ndarray], tuple], str]:
     """``(sums, placement)``: ``sums(coef, intercept)`` gives the loss and gradient sums over all
     ``rows`` as float64 numpy (one transfer per evaluation), evaluated in torch on ``device``
     (``"cuda"``: the current CUDA device; ``"cpu"``). Rows that stay on the host are held as a
     copy when they fit ``memory_budget`` bytes (:func:`probekit.probes.standard.hold`); see the
-    module docstring for the placement."""
+    module docstring for the placement.
+
+    With ``ranks`` sharded each rank places and evaluates only its share of the blocks; every
+    block's sums come to the host (float64) and are added in block order across the ranks, as
+    :func:`probekit.probes.logistic.numpy_sums` does: float64 additions in the same order on
+    the device or on the host round alike, so the sums are one process's, bit for bit."""
+    from probekit.probes.logistic import add_block_sums
+
     torch = import_torch()
     block = BLOCKS[kind]
-    n, dim = rows.shape
+    dim = rows.shape[1]
     on_cuda = device == "cuda"
     target = torch.device("cuda", current_cuda_device()) if on_cuda else torch.device("cpu")
     size = block_rows(dim, outputs, CUDA_BLOCK_ELEMENTS if on_cuda else None)
+    mine = ranks.share(count_blocks(rows.shape[0], size)) if ranks.sharded else None
+    n = rows.shape[0]
+    if mine is not None:  # the rows of this rank's blocks
+        n = min(n, mine.stop * size) - min(n, mine.start * size)
     wanted = np.int64 if kind == "softmax" else np.bool_
 
     def moved(start, stop, X):
@@ -97,8 +109,14 @@ def torch_sums(rows: StandardRows, targets: np.ndarray, *, kind: str, outputs: i
 
     resident = None
     label_bytes = n * (8 if kind == "softmax" else int(np.prod(targets.shape[1:])))
-    if on_cuda and n * dim * 4 + label_bytes <= device_budget(torch, target):
-        resident = [moved(*part) for part in rows.blocks(size)]
+
+    def fits_here() -> bool:
+        return on_cuda and n * dim * 4 + label_bytes <= device_budget(torch, target)
+
+    # sharded: one placement on every rank, on the devices when every rank's share fits its own
+    fits = all(ranks.agree(fits_here)) if on_cuda and mine is not None else fits_here()
+    if fits:
+        resident = alike(ranks, lambda: [moved(*part) for part in rows.blocks(size, mine)])
         placement = "device"
     else:
         rows = hold(rows, memory_budget)
@@ -108,12 +126,21 @@ def torch_sums(rows: StandardRows, targets: np.ndarray, *, kind: str, outputs: i
         if resident is not None:
             yield from resident
         else:
-            for part in rows.blocks(size):
+            for part in rows.blocks(size, mine):
                 yield moved(*part)
 
     def sums(coef: np.ndarray, intercept: np.ndarray):
         weights = torch.from_numpy(coef.astype(np.float32)).to(target)
         bias = torch.from_numpy(intercept.astype(np.float32)).to(target)
+        if mine is not None:
+            def parts() -> list[tuple]:
+                with torch.no_grad():
+                    return [(float(loss.item()), grad_coef.cpu().numpy(),
+                             grad_intercept.cpu().numpy())
+                            for loss, grad_coef, grad_intercept in
+                            (block(torch, X, labels, weights, bias) for X, labels in blocks())]
+
+            return add_block_sums(ranks, parts, coef.shape, len(intercept))
         loss = torch.zeros((), dtype=torch.float64, device=target)
         grad_coef = torch.zeros(coef.shape, dtype=torch.float64, device=target)
         grad_intercept = torch.zeros(len(intercept), dtype=torch.float64, device=target)

@@ -44,12 +44,14 @@ from probekit.probes.logistic import (
 from probekit.probes.standard import (
     DEFAULT_MEMORY_BUDGET,
     StandardRows,
+    alike,
     check_memory_budget,
     check_rows,
     fit_scaling,
     standard_rows,
 )
 from probekit.probes.tagging import mean_average_precision, tune_thresholds
+from probekit.ranks import SINGLE, Ranks
 
 
 def knn_tag_scores(neighbour_indices: np.ndarray, neighbour_similarities: np.ndarray,
@@ -158,30 +160,33 @@ class TagLinear:
 def linear_tag_probe(X, Y, X_test, *, C=DEFAULT_C_GRID, val_rows, fit_rows, train_rows=None,
                      test_rows=None, max_iter=DEFAULT_MAX_ITER, tol=DEFAULT_TOL,
                      linear_backend: str = "numpy",
-                     memory_budget: int = DEFAULT_MEMORY_BUDGET) -> TagLinear:
+                     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                     ranks: Ranks = SINGLE) -> TagLinear:
     """The C sweep on the validation split (:func:`probekit.probes.linear.sweep_C`: chosen by
     validation mAP; ties: lower validation log-loss), thresholds tuned on the validation scores
     at that C, and the refit on all of train.
 
     ``linear_backend`` (``"numpy"``, ``"torch"``, ``"auto"``) evaluates the objective;
     ``memory_budget`` (bytes) bounds the standardised copy of the training rows, streamed from
-    ``X`` when it would not fit (:func:`probekit.probes.linear.linear_predict`)."""
+    ``X`` when it would not fit (:func:`probekit.probes.linear.linear_predict`); ``ranks``
+    shards the work over the training rows among the processes of a torch.distributed run as
+    there, every rank returning exactly what one process returns."""
     grid = check_grid(C)
     budget = check_memory_budget(memory_budget)
     name, device = resolve_linear_backend(linear_backend)
-    engine = {"backend": name, "device": device, "memory_budget": budget}
+    engine = {"backend": name, "device": device, "memory_budget": budget, "ranks": ranks}
     rows = np.arange(X.shape[0]) if train_rows is None else np.asarray(train_rows)
-    fit_scale = fit_scaling(X, rows[fit_rows])
-    check_rows(X, rows[val_rows], fit_scale, which="validation")
-    scale = fit_scaling(X, train_rows)
-    check_rows(X_test, test_rows, scale)
+    fit_scale = fit_scaling(X, rows[fit_rows], ranks=ranks)
+    check_rows(X, rows[val_rows], fit_scale, which="validation", ranks=ranks)
+    scale = fit_scaling(X, train_rows, ranks=ranks)
+    check_rows(X_test, test_rows, scale, ranks=ranks)
     val_tags = Y[val_rows]
     sweep = _sweep_ovr(standard_rows(X, rows[fit_rows], fit_scale), Y[fit_rows],
                        standard_rows(X, rows[val_rows], fit_scale), val_tags, grid=grid,
                        max_iter=max_iter, tol=tol, engine=engine)
     best = sweep.fits[sweep.best]
-    thresholds = tune_thresholds(
-        val_tags, row_probabilities(standard_rows(X, rows[val_rows], fit_scale), best))
+    thresholds = alike(ranks, lambda: tune_thresholds(  # the validation rows: on every rank
+        val_tags, row_probabilities(standard_rows(X, rows[val_rows], fit_scale), best)))
     train = standard_rows(X, train_rows, scale)
     sums, placement = objective_sums(train, np.asarray(Y), kind="sigmoid", outputs=Y.shape[1],
                                      **engine)
@@ -193,8 +198,9 @@ def linear_tag_probe(X, Y, X_test, *, C=DEFAULT_C_GRID, val_rows, fit_rows, trai
     if not refit_done:
         notes.append(f"linear probe: the refit at C={sweep.C:g} did not converge in "
                      f"{max_iter} iterations (raise max_iter)")
-    return TagLinear(row_probabilities(standard_rows(X_test, test_rows, scale), refit),
-                     thresholds, sweep, int(len(val_rows)), refit_iter, refit_done,
+    scores = alike(ranks, lambda: row_probabilities(standard_rows(X_test, test_rows, scale),
+                                                    refit))  # the test rows: on every rank
+    return TagLinear(scores, thresholds, sweep, int(len(val_rows)), refit_iter, refit_done,
                      tuple(notes), (name, device, placement))
 
 
@@ -210,11 +216,14 @@ def _sweep_ovr(fit_part: StandardRows, fit_tags, val_part: StandardRows, val_tag
         return fit_ovr(sums, n=n, dim=dim, n_tags=fit_tags.shape[1], C=value, init=init,
                        max_iter=max_iter, tol=tol)
 
-    def evaluate(params):  # validation mAP, then log-loss on ties
+    def score(params):  # validation mAP, then log-loss on ties
         probabilities = row_probabilities(val_part, params)
         clipped = np.clip(probabilities.astype(np.float64), 1e-12, 1 - 1e-12)
         return (_map_or_zero(val_tags, probabilities),
                 -np.mean(val_tags * np.log(clipped) + (~val_tags) * np.log1p(-clipped)))
+
+    def evaluate(params):  # the validation rows: on every rank
+        return alike(engine["ranks"], lambda: score(params))
 
     return sweep_C(grid, fit, evaluate)
 
