@@ -96,6 +96,28 @@ def test_every_rank_gets_the_single_process_neighbours(tmp_path, monkeypatch, si
                 assert np.array_equal(got["loo_s"], loo.similarities)
 
 
+def test_more_ranks_than_blocks(tmp_path, monkeypatch):
+    """4 ranks, 2 blocks: ranks 0 and 2 have nothing to search (an empty share between two
+    full ones) and still end with the one-process lists."""
+    from probekit import neighbours
+
+    X = data(tmp_path / "X.npy")
+    body = """
+    neighbours.DATABASE_BLOCK_ELEMENTS = 6 * 250  # 440 database rows: 2 blocks
+    X = np.load(folder + "/X.npy")
+    found = neighbours.search(X[:60], X[60:], 25, metric="euclidean", backend="numpy",
+                              ranks=ranks)
+    np.savez(f"{folder}/four_{rank}.npz", s=found.similarities, i=found.indices)
+    """
+    run_ranks(tmp_path, 4, body)
+    monkeypatch.setattr(neighbours, "DATABASE_BLOCK_ELEMENTS", 6 * 250)
+    expected = neighbours.search(X[:60], X[60:], 25, metric="euclidean", backend="numpy")
+    for rank in range(4):
+        got = np.load(tmp_path / f"four_{rank}.npz")
+        assert np.array_equal(got["i"], expected.indices)
+        assert np.array_equal(got["s"], expected.similarities)
+
+
 def test_a_failure_on_one_rank_ends_every_rank_with_one_line(tmp_path):
     body = """
     X = np.random.default_rng(0).normal(size=(300, 6)).astype(np.float32)

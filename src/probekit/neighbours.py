@@ -396,8 +396,9 @@ def search(
     progress : called as ``progress(done, total)`` after each chunk of queries.
     ranks : the processes of a sharded run (:mod:`probekit.ranks`; every rank calls with the
         same arguments). Each searches its share of the :func:`database_blocks` for every
-        query, reading only those rows of ``database``; the shares' lists are gathered and
-        merged, and every rank gets exactly the result of one process. Exact search only.
+        query, reading only those rows of ``database``; the shares' lists are merged in rank
+        order (:meth:`~probekit.ranks.Ranks.pass_along`), and every rank gets exactly the
+        result of one process. Exact search only.
     """
     check_metric(metric)
     how = search_method(method)
@@ -442,16 +443,19 @@ def search(
     inner = "ip" if shift is None else "euclidean"
     if ranks.sharded:
         mine = ranks.share(len(database_blocks(*database.shape)))
-        shares = ranks.agree(lambda: _search_blocks(queries, database, k_search, inner, shift,
-                                                    name, progress, numbers=mine))
-        scores = idx = None
-        for share in shares:  # rank order: the blocks' order
-            if share is None:
-                continue
-            if scores is None:
-                scores, idx = share
-            else:
-                merge_neighbours(scores, idx, *share)
+        found = []
+        ranks.agree(lambda: found.append(_search_blocks(
+            queries, database, k_search, inner, shift, name, progress, numbers=mine)))
+        share_scores, share_idx = found[0]  # None, None: this rank has no block
+
+        def merge(running: list) -> None:  # in rank order, that is in the blocks' order
+            if share_scores is not None:
+                merge_neighbours(*running, share_scores, share_idx)
+
+        scores, idx = ranks.pass_along(
+            [np.full((len(queries), k_search), -np.inf, dtype=np.float32),
+             np.full((len(queries), k_search), np.iinfo(np.int64).max, dtype=np.int64)],
+            merge)
     elif how.approximate:
         scores, idx = _search_index(queries, database, k_search, inner, shift, name,
                                     parameters, progress)

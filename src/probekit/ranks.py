@@ -5,8 +5,9 @@ A run started by ``torchrun --nproc_per_node R -m probekit evaluate ...`` has R 
 (ranks). Work that grows with the number of training rows is split among them by whole
 blocks of a fixed grid (:meth:`Ranks.share`): each rank searches its blocks of the database
 and sums the linear probe's objective over its blocks; the partial results are combined in
-block order (top-k lists gathered with :meth:`Ranks.gather` and merged; sums added by
-:meth:`Ranks.add_in_order`), so every rank holds exactly the numbers one process computes.
+block order (:meth:`Ranks.pass_along`: each rank merges its top-k lists into, or adds its sums
+to, the running result of the rank before it), so every rank holds exactly the numbers one
+process computes.
 Everything else runs on every rank alike (it is cheap next to the sharded work), except the
 geometry, which rank 0 computes, and rank 0 writes the outputs.
 
@@ -85,36 +86,51 @@ class Ranks:
         return [payload for _, payload in outcomes]
 
 
-    def add_in_order(self, work: Callable[[], list], length: int):
-        """``Σ`` of every rank's parts (``work()`` returns this rank's list of float64 vectors
-        of ``length``), added from zero in rank order and then list order: the additions one
-        process makes over its list of every part, bit for bit, on every rank.
-
-        Each rank passes its running total to the next (point to point) and the last rank
-        broadcasts the total, so a rank moves two vectors of ``length`` whatever the number of
-        parts; a failure of ``work`` on any rank is one line on all (:meth:`agree`)."""
-        import numpy as np
-
+    def pass_along(self, running: list, update: Callable[[list], None]) -> list:
+        """Fold every rank's contribution into ``running`` (a list of contiguous numpy arrays,
+        the same shapes and dtypes on every rank) in rank order: each rank receives the
+        running arrays from the rank before it, ``update(running)`` changes them in place with
+        its own contribution, and it passes them on; the last rank broadcasts the result.
+        Every rank thus gets what one process gets applying every contribution in order,
+        moving two copies of ``running`` whatever the number of ranks. In a plain run:
+        ``update(running)``."""
         if not self.sharded:
-            total = np.zeros(length)
-            for part in work():
-                total += part
-            return total
+            update(running)
+            return running
         import torch
         import torch.distributed as dist
 
-        parts: list = []
-        self.agree(lambda: parts.extend(work()))  # only the outcome is gathered
-        running = torch.zeros(length, dtype=torch.float64)
-        total = running.numpy()  # the same memory
+        tensors = [torch.from_numpy(array) for array in running]  # the same memory
         if self.rank > 0:
-            dist.recv(running, src=self.rank - 1)
-        for part in parts:
-            total += part
+            for tensor in tensors:
+                dist.recv(tensor, src=self.rank - 1)
+        update(running)
         if self.rank < self.size - 1:
-            dist.send(running, dst=self.rank + 1)
-        dist.broadcast(running, src=self.size - 1)
-        return total.copy()
+            for tensor in tensors:
+                dist.send(tensor, dst=self.rank + 1)
+        for tensor in tensors:
+            dist.broadcast(tensor, src=self.size - 1)
+        return running
+
+    def add_in_order(self, work: Callable[[], list], length: int):
+        """``Σ`` of every rank's parts (``work()`` returns this rank's list of float64 vectors
+        of ``length``), added from zero in rank order and then list order: the additions one
+        process makes over its list of every part, bit for bit, on every rank
+        (:meth:`pass_along`); a failure of ``work`` on any rank is one line on all
+        (:meth:`agree`)."""
+        import numpy as np
+
+        parts: list = []
+        if self.sharded:
+            self.agree(lambda: parts.extend(work()))  # only the outcome is gathered
+        else:
+            parts = work()
+
+        def add(running: list) -> None:
+            for part in parts:
+                running[0] += part
+
+        return self.pass_along([np.zeros(length)], add)[0]
 
 
 SINGLE = Ranks()
