@@ -75,6 +75,22 @@ def test_approximate_search_is_deterministic_and_sorted(method):
     assert first.backend == "faiss-cpu"
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_the_ivf_scan_in_groups_of_lists_finds_what_one_group_finds(monkeypatch, metric):
+    """The IVF scan holds a group of lists at a time (bounded memory): groups of about 40 rows
+    (a list or two, some lists alone and larger) give the same lists as one group of all."""
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(3000, 16)).astype(np.float32)
+    method = SearchMethod("ivf", nlist=40, nprobe=6)
+    whole = search(rows[:300], rows[300:], 15, metric=metric, method=method)
+    monkeypatch.setattr(neighbours, "LIST_GROUP_ELEMENTS", 16 * 40)
+    bounds = np.array([0, 10, 30, 35, 160, 170, 180])  # lists of 10, 20, 5, 125, 10, 10 rows
+    assert neighbours._list_groups(bounds, 16) == [range(0, 3), range(3, 4), range(4, 6)]
+    grouped = search(rows[:300], rows[300:], 15, metric=metric, method=method)
+    assert np.array_equal(grouped.indices, whole.indices)
+    assert np.array_equal(grouped.similarities, whole.similarities)
+
+
 def test_queries_whose_probed_lists_hold_too_few_rows_are_completed_exactly():
     """500 rows in 12 lists (~42 rows each) and 1 list probed cannot give 100 neighbours: those
     queries are searched exactly instead of returning faiss's -1 placeholders."""

@@ -758,8 +758,10 @@ def _search_lists(queries, database, k, metric, shift, quantizer, nprobe, progre
     and each query's running best ``k`` are merged with the list's best (which of several
     candidates tied at the ``k``-th place stays is left to the selection: this is an
     approximate search; :func:`search` orders what is kept).
-    The rows are held sorted by list: one float32 copy of the centred database, as faiss's
-    index holds. The candidates are those of ``IndexIVFFlat`` with the same centroids and
+    The rows are read sorted by list, a group of consecutive lists at a time
+    (:data:`LIST_GROUP_ELEMENTS` values at most, unless one list is larger), so the scan holds
+    a bounded part of the database, not a copy of it as faiss's index does. The candidates
+    are those of ``IndexIVFFlat`` with the same centroids and
     ``nprobe``; queries whose probed lists hold fewer than ``k`` rows keep -1 placeholders
     (completed by :func:`search`).
     """
@@ -770,13 +772,6 @@ def _search_lists(queries, database, k, metric, shift, quantizer, nprobe, progre
     order = np.argsort(assigned, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(assigned, minlength=quantizer.ntotal))])
     del assigned
-    rows = np.empty((n_db, dim), dtype=np.float32)  # the centred rows, sorted by list
-    for start, stop in row_chunks(n_db, dim):
-        wanted = order[start:stop]
-        ascending = np.sort(wanted)  # read the source in order, then put the rows in place
-        rows[start:stop] = _centred(database[ascending], shift)[np.searchsorted(ascending,
-                                                                                 wanted)]
-    norms = np.einsum("ij,ij->i", rows, rows) if metric == "euclidean" else None
     n = queries.shape[0]
     probed = np.empty((n, nprobe), dtype=np.int64)
     for start, stop in row_chunks(n, dim):
@@ -787,31 +782,68 @@ def _search_lists(queries, database, k, metric, shift, quantizer, nprobe, progre
     cuts = np.searchsorted(lists, np.arange(len(bounds)))  # pairs of list l: cuts[l]:cuts[l+1]
     sims = np.full((n, k), -np.inf, dtype=np.float32)
     idx = np.full((n, k), -1, dtype=np.int64)
-    for number in range(len(bounds) - 1):
-        low, high = int(bounds[number]), int(bounds[number + 1])
-        who = pairs[cuts[number]:cuts[number + 1]] // nprobe  # the queries that probe it
-        if high == low or not len(who):
-            continue
-        step = max(1, _SCORE_ELEMENTS // (high - low))
-        for first in range(0, len(who), step):
-            some = who[first:first + step]
-            chunk = _centred(queries[some], shift)
-            products = chunk @ rows[low:high].T
-            if metric == "euclidean":  # -||q - x||^2 up to the query's own ||q||^2
-                products *= 2.0
-                products -= norms[low:high]
-                products -= np.einsum("ij,ij->i", chunk, chunk)[:, None]
-            width = min(k, high - low)
-            top = np.argpartition(-products, width - 1, axis=1)[:, :width] \
-                if width < high - low else np.broadcast_to(np.arange(width), products.shape)
-            both = np.concatenate([sims[some], np.take_along_axis(products, top, axis=1)], 1)
-            both_idx = np.concatenate([idx[some], order[low + top]], axis=1)
-            best = np.argpartition(-both, k - 1, axis=1)[:, :k]  # ties at the cut: any
-            sims[some] = np.take_along_axis(both, best, axis=1)
-            idx[some] = np.take_along_axis(both_idx, best, axis=1)
-        if progress:
-            progress(int(cuts[number + 1]) * n // max(1, len(pairs)), n)
+    for group in _list_groups(bounds, dim):
+        # the centred rows of a group of consecutive lists, sorted by list
+        first_row = int(bounds[group.start])
+        rows = _sorted_rows(database, order[first_row:int(bounds[group.stop])], shift)
+        norms = np.einsum("ij,ij->i", rows, rows) if metric == "euclidean" else None
+        for number in group:
+            low, high = int(bounds[number]), int(bounds[number + 1])
+            who = pairs[cuts[number]:cuts[number + 1]] // nprobe  # the queries that probe it
+            if high == low or not len(who):
+                continue
+            members = rows[low - first_row:high - first_row]
+            step = max(1, _SCORE_ELEMENTS // (high - low))
+            for start in range(0, len(who), step):
+                some = who[start:start + step]
+                chunk = _centred(queries[some], shift)
+                products = chunk @ members.T
+                if metric == "euclidean":  # -||q - x||^2 up to the query's own ||q||^2
+                    products *= 2.0
+                    products -= norms[low - first_row:high - first_row]
+                    products -= np.einsum("ij,ij->i", chunk, chunk)[:, None]
+                width = min(k, high - low)
+                top = np.argpartition(-products, width - 1, axis=1)[:, :width] \
+                    if width < high - low else np.broadcast_to(np.arange(width), products.shape)
+                both = np.concatenate([sims[some], np.take_along_axis(products, top, axis=1)],
+                                      1)
+                both_idx = np.concatenate([idx[some], order[low + top]], axis=1)
+                best = np.argpartition(-both, k - 1, axis=1)[:, :k]  # ties at the cut: any
+                sims[some] = np.take_along_axis(both, best, axis=1)
+                idx[some] = np.take_along_axis(both_idx, best, axis=1)
+            if progress:
+                progress(int(cuts[number + 1]) * n // max(1, len(pairs)), n)
     return sims, idx
+
+
+LIST_GROUP_ELEMENTS = 1 << 26  # values of the sorted rows held at once by the IVF scan (256 MiB)
+
+
+def _list_groups(bounds: np.ndarray, dim: int) -> list[range]:
+    """Consecutive lists whose rows together hold at most :data:`LIST_GROUP_ELEMENTS` values
+    (a larger list alone), so the IVF scan holds a bounded part of the database at a time."""
+    most = max(1, LIST_GROUP_ELEMENTS // max(1, dim))  # rows
+    n_lists = len(bounds) - 1
+    groups, first = [], 0
+    for last in range(n_lists):  # would list `last` overfill the group [first, last)?
+        if last > first and int(bounds[last + 1]) - int(bounds[first]) > most:
+            groups.append(range(first, last))
+            first = last
+    if first < n_lists:
+        groups.append(range(first, n_lists))
+    return groups
+
+
+def _sorted_rows(database, wanted: np.ndarray, shift) -> np.ndarray:
+    """The centred float32 rows ``database[wanted]`` in the order of ``wanted``, read in
+    ascending row order, block by block."""
+    rows = np.empty((len(wanted), database.shape[1]), dtype=np.float32)
+    for start, stop in row_chunks(len(wanted), database.shape[1]):
+        part = wanted[start:stop]
+        ascending = np.sort(part)  # read the source in order, then put the rows in place
+        rows[start:stop] = _centred(database[ascending], shift)[np.searchsorted(ascending,
+                                                                                 part)]
+    return rows
 
 
 def _search_numpy(queries, database, k, metric, shift, name, progress):

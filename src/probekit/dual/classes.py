@@ -9,7 +9,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from probekit.arrays import RowsView, unit_rows
-from probekit.dual.common import Clock, Options, Progress, build_report, check_inputs, staged
+from probekit.dual.common import (
+    Clock,
+    Options,
+    Progress,
+    build_report,
+    check_inputs,
+    search_rows,
+    staged,
+)
 from probekit.errors import InputError
 from probekit.geometry import Geometry, Graph, describe
 from probekit.geometry.clusters import class_means, nearest_means
@@ -171,9 +179,8 @@ def _knn_runs(X, units, encoding, ks, options: Options, progress, ranks: Ranks =
                                       recall=_recall(predicted)), X, encoding.train)
         return runs, kept
     for fold, unit in enumerate(units):
-        train = prepared_rows(X, unit.train_rows, metric=options.metric, memory_budget=budget)
-        test = prepared_rows(unit.test_source, unit.test_rows, metric=options.metric,
-                             memory_budget=options.memory_budget)
+        train, test = search_rows(X, unit.train_rows, unit.test_source, unit.test_rows,
+                                  options, ranks)
         predicted = knn_predict(train, unit.train_codes, test, query_codes=unit.test_codes,
                                 progress=staged(progress, "kNN search", fold, len(units)),
                                 **vote)

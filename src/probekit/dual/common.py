@@ -12,11 +12,12 @@ import numpy as np
 
 from probekit.errors import InputError
 from probekit.geometry import check_extras, check_sample_size
-from probekit.neighbours import SearchMethod, check_metric, check_representable
+from probekit.neighbours import SearchMethod, check_metric, check_representable, prepared_rows
 from probekit.probes.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 from probekit.probes.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
 from probekit.probes.logistic import resolve_linear_backend
 from probekit.probes.standard import DEFAULT_MEMORY_BUDGET, check_memory_budget
+from probekit.ranks import SINGLE, Ranks
 from probekit.report import Report
 from probekit.validate import check_dataset, check_embeddings, check_same_dimensions, check_tags
 from probekit.version import __version__
@@ -173,6 +174,22 @@ def check_inputs(X, y, X_test, y_test, options: Options, *, tags: bool):
     if X_test is not None:
         check_representable(X_test, metric=options.metric, name="test embeddings")
     return X, y, X_test, y_test
+
+
+def search_rows(X, train_rows, test_source, test_rows, options: Options,
+                ranks: Ranks = SINGLE):
+    """The training and the test rows prepared for the kNN search, the copies held within
+    ``options.memory_budget`` together (the training rows first), the rest read and prepared
+    block by block when searched (the same results either way). The training rows are never
+    copied for an approximate search, which reads them in a few passes (its lists a group at
+    a time), nor in a sharded run, where each rank reads only its share."""
+    read_only = ranks.sharded or options.search.approximate
+    train = prepared_rows(X, train_rows, metric=options.metric,
+                          memory_budget=0 if read_only else options.memory_budget)
+    held = train.nbytes if isinstance(train, np.ndarray) else 0
+    test = prepared_rows(test_source, test_rows, metric=options.metric,
+                         memory_budget=options.memory_budget - held)
+    return train, test
 
 
 def finite(section):

@@ -16,12 +16,13 @@ from probekit.dual.common import (
     build_report,
     check_inputs,
     finite,
+    search_rows,
     staged,
 )
 from probekit.errors import InputError
 from probekit.geometry import diagnose
 from probekit.labels import test_set_hash
-from probekit.neighbours import PreparedRows, check_against_exact, prepared_rows, search
+from probekit.neighbours import PreparedRows, check_against_exact, search
 from probekit.probes.knn import reading_k, resolve_k
 from probekit.probes.multilabel import knn_tag_scores, linear_tag_probe
 from probekit.probes.tagging import (
@@ -166,11 +167,8 @@ def _knn_tag_runs(X, split: _TagSplit, train_tags, test_tags, val_rows, fit_rows
     rows against the rest of train (for the F1 thresholds), for every k; the test search; and
     with an approximate search, what it cost (:func:`_tag_approximation`)."""
     metric, backend, temperature = options.metric, options.backend, options.temperature
-    # a sharded run reads each rank's share of the rows when it searches: never a copy
-    train = prepared_rows(X, split.train_rows, metric=metric,
-                          memory_budget=0 if ranks.sharded else options.memory_budget)
-    test = prepared_rows(split.test_source, split.test_rows, metric=metric,
-                         memory_budget=options.memory_budget)
+    train, test = search_rows(X, split.train_rows, split.test_source, split.test_rows,
+                              options, ranks)
     found = search(test, train, max(ks), metric=metric, backend=backend,
                    method=options.search, progress=staged(progress, "kNN search"), ranks=ranks)
     scores = knn_tag_scores(found.indices, found.similarities, train_tags, ks, temperature)
