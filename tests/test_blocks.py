@@ -29,6 +29,8 @@ TINY = {
     (clusters, "_SCORE_ELEMENTS"): 40,        # nearest-mean scores
     (pairwise, "_BLOCK_ELEMENTS"): 300,       # uniformity
     (pairwise, "_SILHOUETTE_ELEMENTS"): 40,   # silhouette
+    (pairwise, "RETRIEVAL_ELEMENTS"): 500,    # MAP@R's chunks of queries
+    (neighbours, "LIST_GROUP_ELEMENTS"): 8 * 20,  # rows of the IVF scan held at once
     (tagging, "_BLOCK_ELEMENTS"): 50,         # tags sorted at once
     (tagging, "_CHUNK_BINS"): 3,              # bins per bootstrap chunk of the mAP
     (tagging, "_RESAMPLE_BLOCK"): 3,          # resamples per sparse product

@@ -61,6 +61,26 @@ def unit_rows(X: np.ndarray, rows: np.ndarray | None = None, *,
     return out
 
 
+class UnitRows:
+    """``X[rows]`` L2-normalised as :func:`unit_rows` holds them, without the copy: reading
+    ``[start:stop]`` or ``[indices]`` normalises those rows (in float64, then ``dtype``), so
+    code that reads unit rows by blocks or samples can take a large input without holding
+    its unit rows."""
+
+    def __init__(self, X: np.ndarray, rows: np.ndarray | None = None, *, dtype=np.float32):
+        self.source, self.rows = X, None if rows is None else np.asarray(rows)
+        self.shape = (X.shape[0] if rows is None else len(self.rows), X.shape[1])
+        self.dtype = np.dtype(dtype)
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        positions = key if self.rows is None else self.rows[key]
+        return normalised(np.asarray(self.source[positions])).astype(self.dtype)
+
+
 def float32_limit(dim: int) -> float:
     """The largest magnitude whose squared distances and inner products stay finite in float32
     over ``dim`` dimensions, with a factor 8 to spare: ``sqrt(float32 max / (8·dim))``

@@ -180,7 +180,7 @@ def _knn_runs(X, units, encoding, ks, options: Options, progress, ranks: Ranks =
         return runs, kept
     for fold, unit in enumerate(units):
         train, test = search_rows(X, unit.train_rows, unit.test_source, unit.test_rows,
-                                  options, ranks)
+                                  options)
         predicted = knn_predict(train, unit.train_codes, test, query_codes=unit.test_codes,
                                 progress=staged(progress, "kNN search", fold, len(units)),
                                 **vote)

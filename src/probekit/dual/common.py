@@ -17,7 +17,6 @@ from probekit.probes.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 from probekit.probes.linear import DEFAULT_C_GRID, DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_VAL_SIZE
 from probekit.probes.logistic import resolve_linear_backend
 from probekit.probes.standard import DEFAULT_MEMORY_BUDGET, check_memory_budget
-from probekit.ranks import SINGLE, Ranks
 from probekit.report import Report
 from probekit.validate import check_dataset, check_embeddings, check_same_dimensions, check_tags
 from probekit.version import __version__
@@ -176,19 +175,16 @@ def check_inputs(X, y, X_test, y_test, options: Options, *, tags: bool):
     return X, y, X_test, y_test
 
 
-def search_rows(X, train_rows, test_source, test_rows, options: Options,
-                ranks: Ranks = SINGLE):
-    """The training and the test rows prepared for the kNN search, the copies held within
-    ``options.memory_budget`` together (the training rows first), the rest read and prepared
-    block by block when searched (the same results either way). The training rows are never
-    copied for an approximate search, which reads them in a few passes (its lists a group at
-    a time), nor in a sharded run, where each rank reads only its share."""
-    read_only = ranks.sharded or options.search.approximate
-    train = prepared_rows(X, train_rows, metric=options.metric,
-                          memory_budget=0 if read_only else options.memory_budget)
-    held = train.nbytes if isinstance(train, np.ndarray) else 0
+def search_rows(X, train_rows, test_source, test_rows, options: Options):
+    """The training and the test rows prepared for the kNN search (the same results either
+    way): the test rows (the queries, read once per block of training rows) as a copy when it
+    fits ``options.memory_budget``; the training rows prepared block by block when they are
+    read, never copied: every search reads them in a pass or a few (the exact search block by
+    block, the IVF scan a group of lists at a time, each rank of a sharded run its share), and
+    so does the geometry."""
+    train = prepared_rows(X, train_rows, metric=options.metric, memory_budget=0)
     test = prepared_rows(test_source, test_rows, metric=options.metric,
-                         memory_budget=options.memory_budget - held)
+                         memory_budget=options.memory_budget)
     return train, test
 
 

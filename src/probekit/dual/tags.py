@@ -168,7 +168,7 @@ def _knn_tag_runs(X, split: _TagSplit, train_tags, test_tags, val_rows, fit_rows
     with an approximate search, what it cost (:func:`_tag_approximation`)."""
     metric, backend, temperature = options.metric, options.backend, options.temperature
     train, test = search_rows(X, split.train_rows, split.test_source, split.test_rows,
-                              options, ranks)
+                              options)
     found = search(test, train, max(ks), metric=metric, backend=backend,
                    method=options.search, progress=staged(progress, "kNN search"), ranks=ranks)
     scores = knn_tag_scores(found.indices, found.similarities, train_tags, ks, temperature)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probekit.arrays import unit_rows
+from probekit.arrays import UnitRows
 from probekit.errors import InputError
 from probekit.geometry import clusters, graph, pairwise, spectrum
 from probekit.labels import encode_labels
@@ -209,11 +209,11 @@ def describe(
     values: dict[str, float] = {}
     notes: list[str] = []
     labelled = codes is not None and n_classes >= 2
-    # cosine-based keys: the graph's float32 unit rows, or float64 ones for float64 input
-    reusable = graph.metric == "cosine" and X.dtype != np.float64 \
-        and isinstance(graph.database, np.ndarray)  # not rows prepared on reading
+    # cosine-based keys: the graph's float32 unit rows (held or prepared on reading), or unit
+    # rows normalised when read (float64 ones for float64 input): never a copy of all rows
+    reusable = graph.metric == "cosine" and X.dtype != np.float64
     unit = (graph.database if reusable
-            else unit_rows(X, dtype=np.float64 if X.dtype == np.float64 else np.float32))
+            else UnitRows(X, dtype=np.float64 if X.dtype == np.float64 else np.float32))
     sums, shifted_gram, shift = clusters.class_sums(
         X, codes if labelled else np.zeros(n, dtype=np.int64), n_classes if labelled else 1,
         unit=unit)

@@ -99,7 +99,9 @@ def retrieval(unit: np.ndarray, codes: np.ndarray, queries: np.ndarray, *,
     Musgrave, Belongie & Lim (ECCV 2020): rank all other rows by cosine (the query itself
     removed by index), ``R = n_{yᵢ} − 1``; R-precision = hits in the top R / R;
     MAP@R = (1/R) Σ_{r≤R} P(r)·rel(r). Range [0, 1], high is good; queries of singleton
-    classes are skipped. The ranking is one exact top-(R_max + 1) search of the queries.
+    classes are skipped. The ranking is an exact top-(R_max + 1) search of the queries, in
+    chunks of queries whose lists hold at most :data:`RETRIEVAL_ELEMENTS` entries (R_max is
+    the largest class: thousands of rows deep on a large data set).
     """
     from probekit.neighbours import search
 
@@ -110,14 +112,23 @@ def retrieval(unit: np.ndarray, codes: np.ndarray, queries: np.ndarray, *,
     if depth < 1 or not keep.any():
         return {}
     k = min(depth + 1, unit.shape[0])
-    found = search(unit[queries], unit, k, metric="cosine", backend=backend)
-    indices = found.indices
-    mine = indices == queries[:, None]
-    mine[~mine.any(axis=1), -1] = True  # self not returned (duplicates): drop the last one
-    ranked = indices[~mine].reshape(len(queries), indices.shape[1] - 1)
-    relevant = codes[ranked] == codes[queries][:, None]
-    map_r, precision = map_at_r(relevant[keep], r[keep])
-    return {"map_at_r": float(map_r.mean()), "r_precision": float(precision.mean())}
+    step = max(1, RETRIEVAL_ELEMENTS // k)
+    map_r, precision = [], []
+    for start in range(0, len(queries), step):
+        chunk, kept = queries[start:start + step], keep[start:start + step]
+        indices = search(unit[chunk], unit, k, metric="cosine", backend=backend).indices
+        mine = indices == chunk[:, None]
+        mine[~mine.any(axis=1), -1] = True  # self not returned (duplicates): drop the last one
+        ranked = indices[~mine].reshape(len(chunk), indices.shape[1] - 1)
+        relevant = codes[ranked] == codes[chunk][:, None]
+        chunk_map, chunk_precision = map_at_r(relevant[kept], r[start:start + step][kept])
+        map_r.append(chunk_map)
+        precision.append(chunk_precision)
+    return {"map_at_r": float(np.concatenate(map_r).mean()),
+            "r_precision": float(np.concatenate(precision).mean())}
+
+
+RETRIEVAL_ELEMENTS = 1 << 23  # entries of one chunk's top-k lists in MAP@R (about 100 MB)
 
 
 def map_at_r(relevant: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
