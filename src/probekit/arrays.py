@@ -61,6 +61,22 @@ def unit_rows(X: np.ndarray, rows: np.ndarray | None = None, *,
     return out
 
 
+PREPARE_ELEMENTS = 1 << 22  # values normalised at once (32 MiB of float64 temporaries)
+
+
+def normalised_rows_of(X: np.ndarray, positions, dtype=np.float32) -> np.ndarray:
+    """``normalised(X[positions])`` in ``dtype`` (``positions`` a slice or row indices),
+    normalised :data:`PREPARE_ELEMENTS` values at a time, so that a large block read from a
+    memory map never needs float64 temporaries of its whole size."""
+    viewed = isinstance(positions, slice)
+    # a slice is a view of the array or memory map (nothing read yet); indices are read by part
+    rows = X[positions] if viewed else np.asarray(positions)
+    out = np.empty((len(rows), X.shape[1]), dtype=dtype)
+    for start, stop in row_chunks(len(rows), X.shape[1], PREPARE_ELEMENTS):
+        out[start:stop] = normalised(rows[start:stop] if viewed else X[rows[start:stop]])
+    return out
+
+
 class UnitRows:
     """``X[rows]`` L2-normalised as :func:`unit_rows` holds them, without the copy: reading
     ``[start:stop]`` or ``[indices]`` normalises those rows (in float64, then ``dtype``), so
@@ -78,7 +94,7 @@ class UnitRows:
 
     def __getitem__(self, key) -> np.ndarray:
         positions = key if self.rows is None else self.rows[key]
-        return normalised(np.asarray(self.source[positions])).astype(self.dtype)
+        return normalised_rows_of(self.source, positions, self.dtype)
 
 
 def float32_limit(dim: int) -> float:

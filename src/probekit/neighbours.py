@@ -50,8 +50,9 @@ from probekit.accelerators import (
     nvidia_device_present,
 )
 from probekit.arrays import (
+    PREPARE_ELEMENTS,
     float32_limit,
-    normalised,
+    normalised_rows_of,
     row_blocks,
     row_chunks,
     to_float32,
@@ -229,10 +230,9 @@ class PreparedRows:
             positions = np.asarray(key)
             if self.rows is not None:
                 positions = self.rows[positions]
-        block = self.source[positions]
         if self.metric == "cosine":
-            return normalised(block).astype(np.float32)
-        return np.asarray(block, dtype=np.float32)
+            return normalised_rows_of(self.source, positions)
+        return np.asarray(self.source[positions], dtype=np.float32)
 
     def take(self, rows: np.ndarray) -> PreparedRows:
         """The rows ``rows`` of these rows, still prepared on reading."""
@@ -484,7 +484,7 @@ def search(
                       parameters)
 
 
-DATABASE_BLOCK_ELEMENTS = 1 << 26  # database values (256 MiB of float32) per exact-search block
+DATABASE_BLOCK_ELEMENTS = 1 << 25  # database values (128 MiB of float32) per exact-search block
 
 
 def database_blocks(n_rows: int, dim: int) -> list[tuple[int, int]]:
@@ -816,7 +816,7 @@ def _search_lists(queries, database, k, metric, shift, quantizer, nprobe, progre
     return sims, idx
 
 
-LIST_GROUP_ELEMENTS = 1 << 26  # values of the sorted rows held at once by the IVF scan (256 MiB)
+LIST_GROUP_ELEMENTS = 1 << 25  # values of the sorted rows held at once by the IVF scan (128 MiB)
 
 
 def _list_groups(bounds: np.ndarray, dim: int) -> list[range]:
@@ -838,7 +838,7 @@ def _sorted_rows(database, wanted: np.ndarray, shift) -> np.ndarray:
     """The centred float32 rows ``database[wanted]`` in the order of ``wanted``, read in
     ascending row order, block by block."""
     rows = np.empty((len(wanted), database.shape[1]), dtype=np.float32)
-    for start, stop in row_chunks(len(wanted), database.shape[1]):
+    for start, stop in row_chunks(len(wanted), database.shape[1], PREPARE_ELEMENTS):
         part = wanted[start:stop]
         ascending = np.sort(part)  # read the source in order, then put the rows in place
         rows[start:stop] = _centred(database[ascending], shift)[np.searchsorted(ascending,

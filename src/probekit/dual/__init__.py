@@ -87,9 +87,11 @@ def dual_probe(
         recall@k and the accuracy on that sample both ways.
     linear_backend : ``"auto"`` (default: torch on a CUDA GPU, numpy otherwise), ``"numpy"`` or
         ``"torch"`` (see :mod:`probekit.probes.logistic`); the same objective and C sweep.
-    memory_budget : bytes the probes may hold in copies of the rows (default 1 GiB): the
-        linear probe's standardised copy, or the kNN search's prepared training rows, is made
-        only when it fits; otherwise rows are prepared again from ``X`` block by block.
+    memory_budget : bytes the probes may hold in a copy of rows (default 1 GiB): the kNN
+        search's prepared test rows (the queries) and the linear probe's standardised training
+        rows are each copied only when they fit; otherwise rows are prepared again from ``X``
+        block by block (the same numbers). The training rows are never copied for the search
+        or the geometry.
     n_bootstrap : bootstrap resamples of every accuracy CI.
     max_iter, tol : L-BFGS limits of each logistic-regression fit.
     geometry : add the geometry diagnostics (:func:`probekit.diagnose`) of the training rows,
