@@ -27,6 +27,7 @@ TINY = {
     (metrics, "_BOOTSTRAP_ELEMENTS"): 500,    # bootstrap resamples
     (clusters, "_PAIR_ELEMENTS"): 5,          # class pairs of CDNV, Davies-Bouldin, NC2
     (clusters, "_SCORE_ELEMENTS"): 40,        # nearest-mean scores
+    (clusters, "_PASS_ELEMENTS"): 8 * 30,     # the float64 passes (class sums, Gram)
     (pairwise, "_BLOCK_ELEMENTS"): 300,       # uniformity
     (pairwise, "_SILHOUETTE_ELEMENTS"): 40,   # silhouette
     (pairwise, "RETRIEVAL_ELEMENTS"): 500,    # MAP@R's chunks of queries

@@ -51,8 +51,11 @@ def _one_hot(codes: np.ndarray, n_classes: int):
     )
 
 
+_PASS_ELEMENTS = 1 << 22  # values per block of the float64 passes (32 MiB, a few temporaries)
+
+
 def _blocks(X: np.ndarray):
-    for start, stop in row_chunks(*X.shape):
+    for start, stop in row_chunks(*X.shape, _PASS_ELEMENTS):
         yield start, stop, np.asarray(X[start:stop], dtype=np.float64)
 
 
