@@ -33,6 +33,7 @@ class ShardFailure(InputError):
     """A failure on one rank of a sharded run, raised alike on every rank by
     :meth:`Ranks.agree` (its line names the rank)."""
 
+
 TIMEOUT = timedelta(hours=2)  # longest wait in a collective (rank 0's geometry, a slow rank)
 
 
@@ -84,7 +85,6 @@ class Ranks:
                     raise ShardFailure(f"rank {rank} of {self.size} failed: {payload}")
                 raise InputError(payload)
         return [payload for _, payload in outcomes]
-
 
     def pass_along(self, running: list, update: Callable[[list], None]) -> list:
         """Fold every rank's contribution into ``running`` (a list of contiguous numpy arrays,
@@ -145,10 +145,10 @@ def start() -> Ranks:
     """Join the process group ``torchrun`` set up and return this process's :class:`Ranks`;
     :data:`SINGLE` when not launched by torchrun. Needs torch.
 
-    The ranks exchange small host arrays (top-k lists of each share, per-block sums of the
-    linear objective) with ``all_gather_object``, so the group uses gloo, which carries them
-    between processes and machines alike; with CUDA each rank works on its own GPU (device
-    ``LOCAL_RANK``), where its searches and linear fits run."""
+    The ranks exchange host arrays (the running top-k lists, the running sums of the linear
+    objective, the outcome of each step) through gloo, which carries them between processes
+    and machines alike; with CUDA each rank works on its own GPU (device ``LOCAL_RANK``),
+    where its searches and linear fits run."""
     if not launched_by_torchrun():
         return SINGLE
     try:
