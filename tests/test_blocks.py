@@ -15,7 +15,7 @@ import pytest
 
 from conftest import gaussian_classes
 from probekit import arrays, diagnose, dual_probe, neighbours
-from probekit.geometry import clusters, pairwise
+from probekit.geometry import clusters, graph, pairwise
 from probekit.probes import knn, metrics, tagging
 
 TINY = {
@@ -28,6 +28,7 @@ TINY = {
     (clusters, "_PAIR_ELEMENTS"): 5,          # class pairs of CDNV, Davies-Bouldin, NC2
     (clusters, "_SCORE_ELEMENTS"): 40,        # nearest-mean scores
     (clusters, "_PASS_ELEMENTS"): 8 * 30,     # the float64 passes (class sums, Gram)
+    (graph, "_DISTINCT_ELEMENTS"): 45,        # neighbour ids de-duplicated at once
     (pairwise, "_BLOCK_ELEMENTS"): 300,       # uniformity
     (pairwise, "_SILHOUETTE_ELEMENTS"): 40,   # silhouette
     (pairwise, "RETRIEVAL_ELEMENTS"): 500,    # MAP@R's chunks of queries

@@ -324,8 +324,8 @@ def _graph_values(g: Graph, n: int, labelled: bool, extra, sample: np.ndarray,
                          f"({indices.shape[1]} neighbours) has them for {int(usable.sum())} "
                          "points")
             continue
-        distances = graph.neighbour_distances(g.queries[usable], g.database,
-                                              chosen[usable])[:, :count]
+        distances = graph.neighbour_distances(g.queries, g.database, chosen[usable],
+                                              np.flatnonzero(usable))[:, :count]
         out[key] = estimator(distances) if count == 2 else estimator(distances, count)
     return out
 

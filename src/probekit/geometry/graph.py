@@ -66,16 +66,19 @@ def hubness(occurrences: np.ndarray) -> dict[str, float]:
 
 
 def neighbour_distances(queries: np.ndarray, database: np.ndarray,
-                        neighbours: np.ndarray) -> np.ndarray:
-    """Euclidean distances from each query to the given database rows (-1 gives NaN), sorted
-    ascending per row. Differences are taken in the vectors' own precision (identical rows give
-    exactly 0), squares summed in float64."""
+                        neighbours: np.ndarray, query_rows: np.ndarray | None = None
+                        ) -> np.ndarray:
+    """Euclidean distances from each query (``queries[query_rows]`` when given, read a chunk
+    at a time) to the given database rows (-1 gives NaN), sorted ascending per row.
+    Differences are taken in the vectors' own precision (identical rows give exactly 0),
+    squares summed in float64."""
     width = neighbours.shape[1]
     out = np.empty(neighbours.shape)
     for start, stop in row_chunks(len(neighbours), width * database.shape[1]):
         chosen = neighbours[start:stop]
         rows = database[np.maximum(chosen, 0).ravel()].reshape(stop - start, width, -1)
-        diff = queries[start:stop, None, :] - rows
+        mine = queries[start:stop] if query_rows is None else queries[query_rows[start:stop]]
+        diff = mine[:, None, :] - rows
         out[start:stop] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff, dtype=np.float64))
     out[neighbours < 0] = np.nan
     return np.sort(out, axis=1)
@@ -113,15 +116,20 @@ def distinct_neighbours(indices: np.ndarray, query_ids: np.ndarray, database_ids
     identical to the query, or to an earlier neighbour, are skipped (by row id, so distinct
     rows at equal distances are all kept). -1 where a row has fewer within ``columns``."""
     width = min(columns, indices.shape[1])
-    ids = database_ids[indices[:, :width]]
-    keep = ids != query_ids[:, None]
-    for j in range(1, width):
-        keep[:, j] &= (ids[:, j, None] != ids[:, :j]).all(axis=1)
-    order = np.cumsum(keep, axis=1)
-    rows, cols = np.nonzero(keep & (order <= count))
     out = np.full((len(indices), count), -1, dtype=np.int64)
-    out[rows, order[rows, cols] - 1] = indices[rows, cols]
+    for start, stop in row_chunks(len(indices), width, _DISTINCT_ELEMENTS):  # rows apart
+        chosen = indices[start:stop, :width]
+        ids = database_ids[chosen]
+        keep = ids != query_ids[start:stop, None]
+        for j in range(1, width):
+            keep[:, j] &= (ids[:, j, None] != ids[:, :j]).all(axis=1)
+        order = np.cumsum(keep, axis=1)
+        rows, cols = np.nonzero(keep & (order <= count))
+        out[start + rows, order[rows, cols] - 1] = chosen[rows, cols]
     return out
+
+
+_DISTINCT_ELEMENTS = 1 << 21  # neighbour ids de-duplicated at once (16 MiB of uint64)
 
 
 def twonn_dimension(distances: np.ndarray, discard: float = 0.1) -> float:
