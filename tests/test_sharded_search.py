@@ -10,7 +10,7 @@ import pytest
 
 from conftest import torch_available
 
-pytestmark = pytest.mark.skipif(not torch_available(), reason="needs torch")
+pytestmark = [pytest.mark.skipif(not torch_available(), reason="needs torch"), pytest.mark.slow]
 
 CHILD = """
 import sys
