@@ -676,6 +676,12 @@ def _search_faiss(queries, database, k, metric, shift, name, progress):
         index = faiss.index_cpu_to_gpu(_gpu_resources(), current_cuda_device(), index)
     for start, stop in row_chunks(*database.shape):
         index.add(_centred(database[start:stop], shift))
+    return _query_index(index, queries, k, metric, shift, progress)
+
+
+def _query_index(index, queries, k, metric, shift, progress):
+    """The centred ``queries`` searched in a faiss ``index``, :data:`_QUERY_CHUNK` at a time:
+    ``(similarities, indices)``, squared distances turned into similarities."""
     n = queries.shape[0]
     sims = np.empty((n, k), dtype=np.float32)
     idx = np.empty((n, k), dtype=np.int64)
@@ -731,16 +737,7 @@ def _search_index(queries, database, k, metric, shift, name, parameters, progres
         for start, stop in row_chunks(*database.shape):
             index.add(_centred(database[start:stop], shift))
         index.nprobe = parameters["nprobe"]
-    n = queries.shape[0]
-    sims = np.empty((n, k), dtype=np.float32)
-    idx = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, _QUERY_CHUNK):
-        stop = min(n, start + _QUERY_CHUNK)
-        sims[start:stop], idx[start:stop] = index.search(_centred(queries[start:stop], shift), k)
-        if progress:
-            progress(stop, n)
-    if metric == "euclidean":
-        sims = -sims  # faiss gives squared distances
+    sims, idx = _query_index(index, queries, k, metric, shift, progress)
     sims[idx < 0] = -np.inf
     return sims, idx
 
