@@ -30,6 +30,26 @@ def torch_available() -> bool:
     return True
 
 
+def run_ranks_of(script: str, folder, size: int, timeout: float = 120) -> list[str]:
+    """Run the Python ``script`` as ``size`` processes (arguments: rank, size, ``folder``;
+    the script joins their gloo group itself) and return each one's stdout, in rank order;
+    fails on a crash or a timeout (a hang)."""
+    import subprocess
+    from pathlib import Path
+
+    path = Path(folder) / "child.py"
+    path.write_text(script)
+    children = [subprocess.Popen([sys.executable, str(path), str(rank), str(size), str(folder)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for rank in range(size)]
+    outputs = []
+    for child in children:
+        out, err = child.communicate(timeout=timeout)
+        assert child.returncode == 0, err[-2000:]
+        outputs.append(out)
+    return outputs
+
+
 def synthetic_speechlike(n_samples, seed, amplitude=0.02):
     """Seeded noise plus two amplitude-modulated tones at 16 kHz."""
     rng = np.random.default_rng(seed)

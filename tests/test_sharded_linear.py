@@ -1,15 +1,13 @@
 """The linear probes sharded over the processes of a torch.distributed run (gloo, CPU): every
 rank gets exactly the statistics, the fits and the predictions one process gets."""
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import torch_available
+from conftest import run_ranks_of, torch_available
 
 pytestmark = [pytest.mark.skipif(not torch_available(), reason="needs torch"), pytest.mark.slow]
 
@@ -39,18 +37,9 @@ dist.destroy_process_group()
 def run_ranks(tmp_path, size: int, body: str, timeout: float = 120) -> list[str]:
     """Start ``size`` ranks running ``body`` (with ``rank``, ``size``, ``ranks``, ``folder``
     defined) and return their stdout lines; fails on a timeout (a hang) or a crash."""
-    script = tmp_path / "child.py"
-    script.write_text(CHILD.format(tests=str(Path(__file__).parent), block=BLOCK,
-                                   body=textwrap.dedent(body)))
-    children = [subprocess.Popen([sys.executable, str(script), str(rank), str(size),
-                                  str(tmp_path)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for rank in range(size)]
-    outputs = []
-    for child in children:
-        out, err = child.communicate(timeout=timeout)
-        assert child.returncode == 0, err[-2000:]
-        outputs.append(out)
-    return outputs
+    script = CHILD.format(tests=str(Path(__file__).parent), block=BLOCK,
+                          body=textwrap.dedent(body))
+    return run_ranks_of(script, tmp_path, size, timeout)
 
 
 def data(folder):

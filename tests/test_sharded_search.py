@@ -1,14 +1,12 @@
 """The exact search sharded over the processes of a torch.distributed run (gloo, CPU): every
 rank gets exactly the neighbours one process finds."""
 
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
-from conftest import torch_available
+from conftest import run_ranks_of, torch_available
 
 pytestmark = [pytest.mark.skipif(not torch_available(), reason="needs torch"), pytest.mark.slow]
 
@@ -33,17 +31,7 @@ dist.destroy_process_group()
 def run_ranks(tmp_path, size: int, body: str, timeout: float = 120) -> list[str]:
     """Start ``size`` ranks running ``body`` (with ``rank``, ``size``, ``ranks``, ``folder``
     defined) and return their stdout lines; fails on a timeout (a hang) or a crash."""
-    script = tmp_path / "child.py"
-    script.write_text(CHILD.replace("{body}", textwrap.dedent(body)))
-    children = [subprocess.Popen([sys.executable, str(script), str(rank), str(size),
-                                  str(tmp_path)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for rank in range(size)]
-    outputs = []
-    for child in children:
-        out, err = child.communicate(timeout=timeout)
-        assert child.returncode == 0, err[-2000:]
-        outputs.append(out)
-    return outputs
+    return run_ranks_of(CHILD.replace("{body}", textwrap.dedent(body)), tmp_path, size, timeout)
 
 
 def data(path):
